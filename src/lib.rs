@@ -1,1 +1,31 @@
-//! marathon-lb
+//! marathon-lb in Rust: HAProxy configuration from Marathon apps, a drop-in replacement for
+//! Mesosphere's marathon-lb 1.x (same flags, labels, templates and output).
+//!
+//! # Layout
+//!
+//! The modules follow the data flow
+//! **Marathon -> model -> templates/render -> validate -> apply**:
+//!
+//! - [`marathon`]: serde types of Marathon's `/v2/apps` body.
+//! - [`model`]: apps -> load-balanced services (labels, ports, tasks, health, deployment
+//!   groups). Pure.
+//! - [`templates`]: the 53 built-in templates, their file/env/label overrides, and Python
+//!   `str.format` semantics. Pure.
+//! - [`render`]: services + templates -> `haproxy.cfg` and map files, byte-identical to the
+//!   original. Pure.
+//! - [`haproxy`]: `haproxy -c` validation (the only way to get a [`haproxy::Validated`]) and
+//!   the atomic write + reload command.
+//! - [`config`]: the command line, validated into the options of each stage.
+//! - [`run`]: one pass: read apps, build, render, validate, apply.
+//! - [`compat`]: Python-compatible conversions the original's output depends on.
+//! - [`longhelp`]: `--longhelp`, every label and template.
+
+pub mod compat;
+pub mod config;
+pub mod haproxy;
+pub mod longhelp;
+pub mod marathon;
+pub mod model;
+pub mod render;
+pub mod run;
+pub mod templates;

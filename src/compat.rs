@@ -1,0 +1,167 @@
+//! Small conversions whose exact behaviour users' labels depend on, matching marathon-lb 1.x
+//! (which was Python): integer parsing, booleans, number formatting, name cleaning and hashing.
+
+use sha2::{Digest, Sha256};
+
+/// Parses an integer the way Python's `int(str)` does: surrounding whitespace, a sign, and
+/// single underscores between digits are accepted.
+pub fn parse_int(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let (negative, digits) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for b in digits.bytes() {
+        match b {
+            b'0'..=b'9' => value = value.checked_mul(10)?.checked_add(i64::from(b - b'0'))?,
+            b'_' => {}
+            _ => return None,
+        }
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// marathon-lb's boolean labels: true iff the lower-cased value is `true`, `t`, `yes` or `y`.
+pub fn parse_bool(text: &str) -> bool {
+    matches!(text.to_lowercase().as_str(), "true" | "t" | "yes" | "y")
+}
+
+/// Replaces every character outside `[a-zA-Z0-9-]` with `_` (ACL, server and vhost names).
+pub fn clean_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Formats a JSON number as Python's `str()` of the value `json.loads` gives:
+/// integers as is, floats in `repr` form (`10.0`, `0.5`, `1e+16`).
+pub fn number_str(n: &serde_json::Number) -> String {
+    if n.is_f64() {
+        float_str(n.as_f64().unwrap_or_default())
+    } else {
+        n.to_string()
+    }
+}
+
+/// Python's `repr(float)`.
+pub fn float_str(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    // Shortest round-trip digits and decimal exponent, e.g. "1.5e16".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if negative { "-" } else { "" };
+    if !(-4..16).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{frac}e{exp_sign}{:02}", exp.abs());
+    }
+    let point = exp + 1; // digits before the decimal point
+    if point <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat((-point) as usize))
+    } else if point as usize >= digits.len() {
+        format!(
+            "{sign}{digits}{}.0",
+            "0".repeat(point as usize - digits.len())
+        )
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{sign}{int}.{frac}")
+    }
+}
+
+/// A stable HAProxy server id in 1..=32766 from a server name, unique within `taken`
+/// (sha256 modulo 32767; on 0 or a collision retry with `"<name> <hexdigest>"`).
+pub fn server_id(name: &str, taken: &mut std::collections::HashSet<u32>) -> u32 {
+    let mut name = name.to_owned();
+    loop {
+        let digest = Sha256::digest(name.as_bytes());
+        let id = digest
+            .iter()
+            .fold(0u32, |acc, b| (acc * 256 + u32::from(*b)) % 32767);
+        if id > 0 && taken.insert(id) {
+            return id;
+        }
+        name = format!("{name} {}", hex::encode(digest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ints_parse_like_python() {
+        assert_eq!(parse_int(" 42 "), Some(42));
+        assert_eq!(parse_int("-1"), Some(-1));
+        assert_eq!(parse_int("+7"), Some(7));
+        assert_eq!(parse_int("1_000"), Some(1000));
+        for bad in ["", "1.5", "abc", "1__0", "_1", "0x10", "- 1"] {
+            assert_eq!(parse_int(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn booleans_follow_the_original_word_list() {
+        for t in ["true", "TRUE", "t", "Yes", "y"] {
+            assert!(parse_bool(t));
+        }
+        for f in ["1", "on", "false", ""] {
+            assert!(!parse_bool(f));
+        }
+    }
+
+    #[test]
+    fn floats_print_like_python_repr() {
+        assert_eq!(float_str(10.0), "10.0");
+        assert_eq!(float_str(0.5), "0.5");
+        assert_eq!(float_str(1e16), "1e+16");
+        assert_eq!(float_str(1.5e-5), "1.5e-05");
+        assert_eq!(float_str(0.0001), "0.0001");
+        assert_eq!(float_str(123456.789), "123456.789");
+        assert_eq!(float_str(-2.0), "-2.0");
+    }
+
+    #[test]
+    fn server_ids_rehash_on_zero_and_collision() {
+        // Known from the original: these two names collide on 3580, and this one hashes to 0.
+        let mut taken = Default::default();
+        assert_eq!(server_id("10_0_3_3_31018", &mut taken), 3580);
+        let second = server_id("10_0_3_4_31005", &mut taken);
+        assert_ne!(second, 3580);
+        let zero = server_id("10_0_7_4_13740", &mut Default::default());
+        assert_ne!(zero, 0);
+    }
+
+    #[test]
+    fn names_are_cleaned() {
+        assert_eq!(clean_name("/my.app_x-1"), "_my_app_x-1");
+    }
+}

@@ -1,0 +1,238 @@
+//! The command line: every marathon-lb 1.x flag, plus `--apps-file`.
+//!
+//! `Cli` is the raw clap input; [`Cli::validate`] checks what clap cannot (the rules of the
+//! original, which exits with status 2 on them) and yields a [`Config`] holding the options of
+//! each pipeline stage.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::{model, render};
+
+/// Command-line flags, with the original's names, short options and defaults.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "marathon-lb",
+    version,
+    about = "Marathon HAProxy load balancer: renders haproxy.cfg from Marathon apps and their HAPROXY_* labels",
+    after_help = "Run with --longhelp for every label and template."
+)]
+pub struct Cli {
+    /// Print every label and template with its default, then exit.
+    #[arg(long)]
+    pub longhelp: bool,
+    /// Marathon endpoint(s), e.g. -m http://marathon1:8080 http://marathon2:8080.
+    #[arg(long, short = 'm', num_args = 1.., default_value = "http://master.mesos:8080")]
+    pub marathon: Vec<String>,
+    /// Read the body of GET /v2/apps?embed=apps.tasks from FILE instead of Marathon.
+    #[arg(long, value_name = "FILE")]
+    pub apps_file: Option<PathBuf>,
+    /// Location of the HAProxy configuration; the map files are written beside it.
+    #[arg(long, default_value = "/etc/haproxy/haproxy.cfg")]
+    pub haproxy_config: String,
+    /// Only generate config for apps in this HAPROXY_GROUP (repeatable; '*' = every app, grouped or not).
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// Command that reloads HAProxy after a new config is written.
+    #[arg(long, short = 'c')]
+    pub command: Option<String>,
+    /// Max reload retries (0 = none, -1 = infinite). Not used with --apps-file.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub max_reload_retries: i64,
+    /// Seconds between reload retries.
+    #[arg(long, default_value_t = 10)]
+    pub reload_interval: u64,
+    /// Only advertise backends whose HAPROXY_{n}_ENABLED is true.
+    #[arg(long)]
+    pub strict_mode: bool,
+    /// Use Marathon's event stream (Server Sent Events) and keep running.
+    #[arg(long, short = 's')]
+    pub sse: bool,
+    /// Number of previous config versions to keep (as $TMPDIR/hap_cfg.N, ...).
+    #[arg(long, default_value_t = 5)]
+    pub archive_versions: usize,
+    /// Only route to tasks whose Marathon health checks pass.
+    #[arg(long, short = 'H')]
+    pub health_check: bool,
+    /// Capacity of the health-result and DNS caches (accepted for compatibility).
+    #[arg(long, default_value_t = 1000)]
+    pub lru_cache_capacity: usize,
+    /// Route vhosts and app ids through HAProxy map files.
+    #[arg(long)]
+    pub haproxy_map: bool,
+    /// Don't bind the shared HTTP (:80) and HTTPS (:443) frontends.
+    #[arg(long)]
+    pub dont_bind_http_https: bool,
+    /// Group the HTTPS frontends by vhost (SNI).
+    #[arg(long)]
+    pub group_https_by_vhost: bool,
+    /// Comma-separated certificates for marathon_https_in.
+    #[arg(long, default_value = "/etc/ssl/cert.pem")]
+    pub ssl_certs: String,
+    /// Don't run `haproxy -c` on the new config.
+    #[arg(long)]
+    pub skip_validation: bool,
+    /// If the config is invalid, don't try to find and leave out the offending apps.
+    #[arg(long)]
+    pub skip_config_cleanup: bool,
+    /// Only print the configuration to stdout.
+    #[arg(long, short = 'd')]
+    pub dry: bool,
+    /// Lowest service port auto-assigned to IP-per-task apps.
+    #[arg(long, default_value_t = 10050)]
+    pub min_serv_port_ip_per_task: i64,
+    /// Highest service port auto-assigned to IP-per-task apps (0 and 0 disable assignment).
+    #[arg(long, default_value_t = 10100)]
+    pub max_serv_port_ip_per_task: i64,
+    /// Maximum backoff in seconds between event-stream reconnects.
+    #[arg(long, default_value_t = 300)]
+    pub max_backoff: u64,
+    /// Syslog socket ('/dev/null' to disable); logs always go to stderr.
+    #[arg(long, default_value = "/dev/log")]
+    pub syslog_socket: String,
+    /// Log format of the original (accepted; this implementation logs with tracing's format).
+    #[arg(long, default_value = "%(asctime)-15s %(name)s: %(message)s")]
+    pub log_format: String,
+    /// Log level: DEBUG, INFO, WARNING, ERROR, CRITICAL (any case).
+    #[arg(long, default_value = "DEBUG")]
+    pub log_level: String,
+    /// Path to a file with Marathon HTTP basic auth credentials (user:pass on the first line).
+    #[arg(long)]
+    pub marathon_auth_credential_file: Option<PathBuf>,
+    /// Marathon HTTP basic auth credentials, user:pass.
+    #[arg(long)]
+    pub auth_credentials: Option<String>,
+    /// DC/OS service account credentials (JSON with uid, private_key, login_endpoint).
+    #[arg(long, env = "DCOS_SERVICE_ACCOUNT_CREDENTIAL", hide_env_values = true)]
+    pub dcos_auth_credentials: Option<String>,
+    /// CA certificate (PEM) for Marathon's TLS.
+    #[arg(long)]
+    pub marathon_ca_cert: Option<PathBuf>,
+}
+
+/// The validated configuration of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The raw flags (for the parts not yet split into stage options).
+    pub cli: Cli,
+    /// Options of the model stage.
+    pub model: model::Options,
+    /// Options of the render stage.
+    pub render: render::Options,
+}
+
+impl Cli {
+    /// Checks the rules of the original and splits the flags into stage options.
+    ///
+    /// # Errors
+    /// A usage message (the binary exits with status 2 on it, as argparse does).
+    pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let (min, max) = (
+            self.min_serv_port_ip_per_task,
+            self.max_serv_port_ip_per_task,
+        );
+        if (min != 0) != (max != 0) {
+            return Err(
+                "either specify both --min-serv-port-ip-per-task and --max-serv-port-ip-per-task \
+                        or neither (set both to zero to disable auto assignment)"
+                    .into(),
+            );
+        }
+        if min > max {
+            return Err("cannot set --min-serv-port-ip-per-task to a higher value than --max-serv-port-ip-per-task".into());
+        }
+        if self.group.is_empty() {
+            return Err(
+                "argument --group is required: please specify at least one group name".into(),
+            );
+        }
+        let haproxy_dir = std::path::Path::new(&self.haproxy_config)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let model = model::Options {
+            strict_mode: self.strict_mode,
+            health_check: self.health_check,
+            ip_per_task_ports: (min != 0 && max != 0).then_some((min, max)),
+            framework_name: env("FRAMEWORK_NAME"),
+        };
+        let render = render::Options {
+            groups: self.group.clone(),
+            bind_http_https: !self.dont_bind_http_https,
+            ssl_certs: self.ssl_certs.clone(),
+            haproxy_map: self.haproxy_map,
+            haproxy_dir,
+            group_https_by_vhost: self.group_https_by_vhost,
+        };
+        Ok(Config {
+            cli: self,
+            model,
+            render,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["marathon-lb"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .validate(|_| None)
+    }
+
+    #[test]
+    fn original_flags_parse() {
+        let c = parse(&[
+            "-m",
+            "http://a:8080",
+            "http://b:8080",
+            "--group",
+            "external",
+            "--group",
+            "*",
+            "-H",
+            "--haproxy-config",
+            "out/haproxy.cfg",
+            "--max-reload-retries",
+            "-1",
+            "--log-level",
+            "info",
+        ])
+        .unwrap();
+        assert_eq!(c.cli.marathon.len(), 2);
+        assert_eq!(c.render.groups, ["external", "*"]);
+        assert!(c.model.health_check);
+        assert_eq!(c.render.haproxy_dir, "out");
+        assert_eq!(c.model.ip_per_task_ports, Some((10050, 10100)));
+    }
+
+    #[test]
+    fn usage_rules_of_the_original() {
+        assert!(parse(&[]).unwrap_err().contains("--group"));
+        assert!(parse(&["--group", "x", "--min-serv-port-ip-per-task", "0"]).is_err());
+        assert!(parse(&[
+            "--group",
+            "x",
+            "--min-serv-port-ip-per-task",
+            "9",
+            "--max-serv-port-ip-per-task",
+            "8"
+        ])
+        .is_err());
+        let off = parse(&[
+            "--group",
+            "x",
+            "--min-serv-port-ip-per-task",
+            "0",
+            "--max-serv-port-ip-per-task",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(off.model.ip_per_task_ports, None);
+    }
+}

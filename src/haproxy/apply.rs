@@ -1,0 +1,180 @@
+//! Replace the config and maps atomically, keep archived copies, and run the reload command.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::Validated;
+use crate::render::Rendered;
+
+/// Where the config and its maps live.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `--haproxy-config`, as given.
+    pub config: PathBuf,
+    /// The directory string the config text uses for maps (`dirname` of the config path).
+    pub haproxy_dir: String,
+}
+
+impl Paths {
+    /// Paths for a config file, its maps beside it.
+    pub fn new(config: &str) -> Self {
+        let haproxy_dir = Path::new(config)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            config: PathBuf::from(config),
+            haproxy_dir,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        Path::new(&self.haproxy_dir)
+    }
+
+    /// `domain2backend.map` on disk.
+    pub fn domain_map(&self) -> PathBuf {
+        self.dir().join("domain2backend.map")
+    }
+
+    /// `app2backend.map` on disk.
+    pub fn app_map(&self) -> PathBuf {
+        self.dir().join("app2backend.map")
+    }
+
+    /// How the config text refers to `domain2backend.map`.
+    pub fn domain_map_ref(&self) -> String {
+        format!("{}/domain2backend.map", self.haproxy_dir)
+    }
+
+    /// How the config text refers to `app2backend.map`.
+    pub fn app_map_ref(&self) -> String {
+        format!("{}/app2backend.map", self.haproxy_dir)
+    }
+}
+
+/// Why the new config could not be put into place or reloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Writing a file failed (the old file is untouched).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reload command could not start or failed.
+    #[error("reload command `{command}` failed: {reason}")]
+    Reload {
+        /// The command.
+        command: String,
+        /// Exit status or start error.
+        reason: String,
+    },
+}
+
+/// Whether `rendered` differs from what is on disk (config, and maps in map mode).
+pub fn changed(rendered: &Rendered, paths: &Paths, map_mode: bool) -> bool {
+    let differs =
+        |path: &Path, text: &str| std::fs::read(path).map_or(true, |old| old != text.as_bytes());
+    differs(&paths.config, &rendered.config)
+        || (map_mode
+            && (differs(&paths.domain_map(), &rendered.domain_map)
+                || differs(&paths.app_map(), &rendered.app_map)))
+}
+
+/// Writes the maps (map mode) and then the config, each by rename of a temp file in the same
+/// directory, so HAProxy never reads a half-written file. Without map mode, stale map files
+/// are emptied. Keeps the last `archive_versions` configs as `$TMPDIR/hap_cfg.N`.
+///
+/// # Errors
+/// [`ApplyError::Write`]; files written before the failure stay replaced, the config last.
+pub fn apply(
+    validated: &Validated,
+    paths: &Paths,
+    map_mode: bool,
+    archive_versions: usize,
+) -> Result<(), ApplyError> {
+    let rendered = validated.rendered();
+    if map_mode {
+        write_atomic(&paths.domain_map(), &rendered.domain_map)?;
+        write_atomic(&paths.app_map(), &rendered.app_map)?;
+    } else {
+        for map in [paths.domain_map(), paths.app_map()] {
+            if map.is_file() {
+                std::fs::write(&map, "").map_err(|source| write_err(&map, source))?;
+            }
+        }
+    }
+    write_atomic(&paths.config, &rendered.config)?;
+    archive(&rendered.config, "hap_cfg", archive_versions);
+    Ok(())
+}
+
+fn write_err(path: &Path, source: std::io::Error) -> ApplyError {
+    ApplyError::Write {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| write_err(path, e))?;
+    temp.write_all(content.as_bytes())
+        .map_err(|e| write_err(path, e))?;
+    let perms = std::fs::metadata(path)
+        .map(|m| m.permissions())
+        .unwrap_or_else(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::Permissions::from_mode(0o644)
+        });
+    std::fs::set_permissions(temp.path(), perms).map_err(|e| write_err(path, e))?;
+    temp.as_file().sync_all().map_err(|e| write_err(path, e))?;
+    temp.persist(path).map_err(|e| write_err(path, e.error))?;
+    Ok(())
+}
+
+/// Best effort: an archive that cannot be written only costs history, so it is logged.
+fn archive(content: &str, name: &str, versions: usize) {
+    if versions == 0 {
+        return;
+    }
+    let dir = std::env::temp_dir();
+    for n in (1..versions).rev() {
+        let from = dir.join(format!("{name}.{n}"));
+        if from.is_file() {
+            let _ = std::fs::rename(&from, dir.join(format!("{name}.{}", n + 1)));
+        }
+    }
+    if let Err(e) = std::fs::write(dir.join(format!("{name}.1")), content) {
+        tracing::warn!(error = %e, "cannot archive the config");
+    }
+}
+
+/// Runs the reload command through `sh -c`.
+///
+/// # Errors
+/// [`ApplyError::Reload`] when it cannot start or exits non-zero.
+pub fn reload(command: &str) -> Result<(), ApplyError> {
+    let fail = |reason: String| ApplyError::Reload {
+        command: command.to_owned(),
+        reason,
+    };
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .map_err(|e| fail(e.to_string()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(fail(status.to_string()))
+    }
+}

@@ -1,0 +1,12 @@
+//! Talking to HAProxy: validate a rendered config with `haproxy -c`, then write it into place
+//! atomically and run the reload command.
+//!
+//! Data flow position: after `render`. A [`Validated`] config can only be made by
+//! [`validate`] (or explicitly [`Validated::unchecked`] for `--skip-validation`), so nothing
+//! unvalidated reaches the disk by accident.
+
+mod apply;
+mod validate;
+
+pub use apply::{apply, changed, reload, ApplyError, Paths};
+pub use validate::{validate, ValidateError, Validated};

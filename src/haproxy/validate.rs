@@ -1,0 +1,103 @@
+//! `haproxy -c` on a candidate config, with its map files, before anything is replaced.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::Paths;
+use crate::render::Rendered;
+
+/// A rendered config that HAProxy accepted (or whose check the user skipped).
+#[derive(Debug, Clone)]
+pub struct Validated {
+    rendered: Rendered,
+}
+
+impl Validated {
+    /// Marks a config as valid without checking it (`--skip-validation`).
+    pub fn unchecked(rendered: Rendered) -> Self {
+        Self { rendered }
+    }
+
+    /// The validated config and maps.
+    pub fn rendered(&self) -> &Rendered {
+        &self.rendered
+    }
+}
+
+/// Why a config was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// The check could not run (temp files, or the haproxy binary is missing).
+    #[error("cannot run `{binary} -c`: {source}")]
+    Run {
+        /// The HAProxy binary.
+        binary: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HAProxy rejected the config.
+    #[error("haproxy rejected the new config:\n{alerts}")]
+    Rejected {
+        /// HAProxy's `[ALERT]` lines (or its whole output when it printed none).
+        alerts: String,
+    },
+}
+
+/// Runs `binary -c -f <temp copy>` on `rendered`; map references point at temp copies of the
+/// new maps so they are checked too.
+///
+/// # Errors
+/// [`ValidateError::Rejected`] with HAProxy's alerts when the config is invalid;
+/// [`ValidateError::Run`] when the check itself cannot run.
+pub fn validate(
+    rendered: Rendered,
+    paths: &Paths,
+    map_mode: bool,
+    binary: &str,
+) -> Result<Validated, ValidateError> {
+    let run_err = |source| ValidateError::Run {
+        binary: binary.to_owned(),
+        source,
+    };
+    let dir = tempfile::tempdir().map_err(run_err)?;
+    let mut config = rendered.config.clone();
+    if map_mode {
+        let domain = dir.path().join("domain2backend.map");
+        let app = dir.path().join("app2backend.map");
+        std::fs::write(&domain, &rendered.domain_map).map_err(run_err)?;
+        std::fs::write(&app, &rendered.app_map).map_err(run_err)?;
+        config = config
+            .replace(&paths.domain_map_ref(), &domain.to_string_lossy())
+            .replace(&paths.app_map_ref(), &app.to_string_lossy());
+    }
+    let candidate = dir.path().join("haproxy.cfg");
+    std::fs::write(&candidate, &config).map_err(run_err)?;
+    let output = check(binary, &candidate).map_err(run_err)?;
+    if output.status.success() {
+        return Ok(Validated { rendered });
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let candidate_name = candidate.to_string_lossy();
+    let alerts: Vec<&str> = text.lines().filter(|l| l.contains("[ALERT]")).collect();
+    let alerts = if alerts.is_empty() {
+        text.trim().to_owned()
+    } else {
+        alerts.join("\n")
+    };
+    Err(ValidateError::Rejected {
+        alerts: alerts.replace(candidate_name.as_ref(), "haproxy.cfg"),
+    })
+}
+
+fn check(binary: &str, config: &Path) -> std::io::Result<std::process::Output> {
+    Command::new(binary)
+        .arg("-c")
+        .arg("-f")
+        .arg(config)
+        .output()
+}

@@ -1,0 +1,214 @@
+//! `HAPROXY_{n}_*` labels: parsed per service port and applied to a [`Service`].
+//!
+//! Labels are applied in alphabetical order of their name (as the original does), which matters
+//! for one interaction: `PATH` raises a still-default weight 0 to 1, after `BACKEND_WEIGHT`.
+
+use std::collections::BTreeMap;
+
+use super::{Auth, Error, Service};
+use crate::compat::{parse_bool, parse_int};
+use crate::templates::Name;
+
+/// Per-port labels that set a property of the service (everything else per-port is a template).
+pub const SETTING_LABELS: &[&str] = &[
+    "AUTH",
+    "BACKEND_HEALTHCHECK_PORT_INDEX",
+    "BACKEND_NETWORK_ALLOWED_ACL",
+    "BACKEND_WEIGHT",
+    "BALANCE",
+    "BIND_ADDR",
+    "BIND_OPTIONS",
+    "ENABLED",
+    "GROUP",
+    "HTTP_BACKEND_PROXYPASS_PATH",
+    "HTTP_BACKEND_REDIR",
+    "HTTP_BACKEND_REVPROXY_PATH",
+    "MODE",
+    "PATH",
+    "PORT",
+    "REDIRECT_TO_HTTPS",
+    "SSL_CERT",
+    "STICKY",
+    "USE_HSTS",
+    "VHOST",
+];
+
+/// Splits an app's labels into `index -> [(NAME, value)]` for `HAPROXY_{index}_NAME` keys,
+/// each list sorted by `NAME`.
+pub fn per_port(labels: &BTreeMap<String, String>) -> BTreeMap<usize, Vec<(&str, &str)>> {
+    let mut by_index: BTreeMap<usize, Vec<(&str, &str)>> = BTreeMap::new();
+    for (key, value) in labels {
+        let Some(rest) = key.strip_prefix("HAPROXY_") else {
+            continue;
+        };
+        let Some((index, name)) = rest.split_once('_') else {
+            continue;
+        };
+        let canonical = !index.is_empty()
+            && index.bytes().all(|b| b.is_ascii_digit())
+            && (index == "0" || !index.starts_with('0'));
+        if let (true, Ok(index)) = (canonical, index.parse::<usize>()) {
+            by_index
+                .entry(index)
+                .or_default()
+                .push((name, value.as_str()));
+        }
+    }
+    for list in by_index.values_mut() {
+        list.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    by_index
+}
+
+/// Applies the sorted labels of port `index` to `service`.
+///
+/// # Errors
+/// [`Error::InvalidLabel`] for a value the original rejects (non-integer `PORT`, `BACKEND_WEIGHT`
+/// or `BACKEND_HEALTHCHECK_PORT_INDEX`; an `AUTH` that is not `realm:user:password`).
+pub fn apply(service: &mut Service, index: usize, labels: &[(&str, &str)]) -> Result<(), Error> {
+    for &(name, value) in labels {
+        let invalid = |expected: &'static str| Error::InvalidLabel {
+            app_id: service.app_id.clone(),
+            label: format!("HAPROXY_{index}_{name}"),
+            value: value.to_owned(),
+            expected,
+        };
+        let int = |expected| parse_int(value).ok_or_else(|| invalid(expected));
+        match name {
+            "AUTH" => {
+                let parts: Vec<&str> = value.split(':').collect();
+                let [realm, user, password] = parts[..] else {
+                    return Err(invalid("realm:user:password"));
+                };
+                service.auth = Some(Auth {
+                    realm: realm.into(),
+                    user: user.into(),
+                    password: password.into(),
+                });
+            }
+            "BACKEND_HEALTHCHECK_PORT_INDEX" => {
+                service.healthcheck_port_index = Some(int("an integer")?)
+            }
+            "BACKEND_NETWORK_ALLOWED_ACL" => service.network_allowed = Some(value.into()),
+            "BACKEND_WEIGHT" => service.backend_weight = int("an integer")?,
+            "BALANCE" => service.balance = value.into(),
+            "BIND_ADDR" => service.bind_addr = value.into(),
+            "BIND_OPTIONS" => service.bind_options = Some(value.into()),
+            "ENABLED" => service.enabled = parse_bool(value),
+            "GROUP" => service.port_groups = Some(value.split(',').map(String::from).collect()),
+            "HTTP_BACKEND_PROXYPASS_PATH" => service.proxypath = Some(value.into()),
+            "HTTP_BACKEND_REDIR" => service.redirpath = Some(value.into()),
+            "HTTP_BACKEND_REVPROXY_PATH" => service.revproxypath = Some(value.into()),
+            "MODE" => service.mode = Some(value.to_lowercase()),
+            "PATH" => {
+                service.path = Some(value.into());
+                if service.backend_weight == 0 {
+                    service.backend_weight = 1;
+                }
+            }
+            "PORT" => service.service_port = int("an integer port")?,
+            "REDIRECT_TO_HTTPS" => service.redirect_http_to_https = parse_bool(value),
+            "SSL_CERT" => service.ssl_cert = Some(value.into()),
+            "STICKY" => service.sticky = parse_bool(value),
+            "USE_HSTS" => service.use_hsts = parse_bool(value),
+            "VHOST" => service.hostname = Some(value.to_lowercase()),
+            _ => {
+                if let Some(template) = Name::from_name(name).filter(|t| t.spec().per_port) {
+                    service
+                        .templates
+                        .push((template, value.replace("\r\n", "\n")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn service_with(pairs: &[(&str, &str)]) -> Result<Service, Error> {
+        let map = labels(pairs);
+        let mut s = Service::new("/app".into(), 10000, None, false);
+        if let Some(list) = per_port(&map).get(&0) {
+            apply(&mut s, 0, list)?;
+        }
+        Ok(s)
+    }
+
+    #[test]
+    fn only_canonical_indexes_are_per_port() {
+        let map = labels(&[
+            ("HAPROXY_0_VHOST", "a"),
+            ("HAPROXY_00_VHOST", "b"),
+            ("HAPROXY_GROUP", "x"),
+        ]);
+        let split = per_port(&map);
+        assert_eq!(split.len(), 1);
+        assert_eq!(split[&0], vec![("VHOST", "a")]);
+    }
+
+    #[test]
+    fn settings_are_parsed() {
+        let s = service_with(&[
+            ("HAPROXY_0_VHOST", "A.example.com, B"),
+            ("HAPROXY_0_MODE", "HTTP"),
+            ("HAPROXY_0_STICKY", "yes"),
+            ("HAPROXY_0_PORT", " 8080 "),
+            ("HAPROXY_0_AUTH", "realm:user:pw"),
+            ("HAPROXY_0_GROUP", "a, b"),
+            ("HAPROXY_0_ENABLED", "1"),
+        ])
+        .unwrap();
+        assert_eq!(s.hostname.as_deref(), Some("a.example.com, b"));
+        assert_eq!(s.mode.as_deref(), Some("http"));
+        assert!(s.sticky);
+        assert!(!s.enabled);
+        assert_eq!(s.service_port, 8080);
+        assert_eq!(s.auth.as_ref().unwrap().user, "user");
+        assert_eq!(s.port_groups, Some(vec!["a".to_string(), " b".to_string()]));
+    }
+
+    #[test]
+    fn path_lifts_only_the_default_weight() {
+        assert_eq!(
+            service_with(&[("HAPROXY_0_PATH", "/x")])
+                .unwrap()
+                .backend_weight,
+            1
+        );
+        let s =
+            service_with(&[("HAPROXY_0_PATH", "/x"), ("HAPROXY_0_BACKEND_WEIGHT", "-1")]).unwrap();
+        assert_eq!(s.backend_weight, -1);
+    }
+
+    #[test]
+    fn bad_values_name_the_app_and_label() {
+        let err = service_with(&[("HAPROXY_0_PORT", "80a")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/app") && err.contains("HAPROXY_0_PORT") && err.contains("80a"),
+            "{err}"
+        );
+        assert!(service_with(&[("HAPROXY_0_AUTH", "user:pw")]).is_err());
+    }
+
+    #[test]
+    fn template_labels_are_kept_with_lf_line_endings() {
+        let s = service_with(&[
+            ("HAPROXY_0_BACKEND_HEAD", "a\r\nb\r\n"),
+            ("HAPROXY_0_HEAD", "x"),
+        ])
+        .unwrap();
+        assert_eq!(s.templates, vec![(Name::BackendHead, "a\nb\n".to_string())]);
+    }
+}

@@ -1,0 +1,402 @@
+//! Apps -> services: the load balancer's view of Marathon.
+//!
+//! Data flow position: after `marathon::types`, before `render`. Pure: no I/O except the
+//! (cached) host-name resolution of task agents. Each app service port with at least one
+//! routable task becomes a [`Service`] carrying its label settings and backends, sorted by
+//! `(app id, service port)` as the config lists them.
+
+pub mod deployment;
+pub mod labels;
+pub mod network;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::marathon::types::{App, HealthCheck, Task};
+use crate::templates::Name;
+use network::{Mode, PortAssigner, Resolver};
+
+/// Why the apps could not be turned into services (the original aborts the run on these).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A label value the original cannot parse.
+    #[error("app {app_id}: label {label}={value:?} is invalid (expected {expected})")]
+    InvalidLabel {
+        /// The app.
+        app_id: String,
+        /// The full label name, e.g. `HAPROXY_0_PORT`.
+        label: String,
+        /// The offending value.
+        value: String,
+        /// What the label must hold.
+        expected: &'static str,
+    },
+    /// A deployment group whose two apps cannot be merged.
+    #[error("deployment group {group}: {reason}")]
+    Deployment {
+        /// The group id (`/name`).
+        group: String,
+        /// What is missing or invalid.
+        reason: String,
+    },
+}
+
+/// Model options taken from the command line and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--strict-mode`: services are off unless `HAPROXY_{n}_ENABLED` is true.
+    pub strict_mode: bool,
+    /// `--health-check`: only route to tasks Marathon reports alive.
+    pub health_check: bool,
+    /// `--min/max-serv-port-ip-per-task`; `None` when disabled (`0 0`).
+    pub ip_per_task_ports: Option<(i64, i64)>,
+    /// `$FRAMEWORK_NAME`: marathon-lb's own app, never load balanced.
+    pub framework_name: Option<String>,
+}
+
+/// `HAPROXY_{n}_AUTH` basic auth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// Realm shown by the browser.
+    pub realm: String,
+    /// User name.
+    pub user: String,
+    /// Password (as given: usually an encrypted hash for HAProxy's userlist).
+    pub password: String,
+}
+
+/// One task address behind a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The agent host name as Marathon reports it.
+    pub host: String,
+    /// The address HAProxy connects to.
+    pub ip: String,
+    /// The port HAProxy connects to.
+    pub port: i64,
+    /// Old task of a blue/green deployment: kept but `disabled`.
+    pub draining: bool,
+}
+
+/// One load-balanced app service port and its settings from labels.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Marathon app id (a deployment group's id for merged groups).
+    pub app_id: String,
+    /// The service port HAProxy binds (after `HAPROXY_{n}_PORT`).
+    pub service_port: i64,
+    /// Routable tasks, sorted by `(host, port)`.
+    pub backends: Vec<Backend>,
+    /// `HAPROXY_GROUP` of the app.
+    pub app_groups: Vec<String>,
+    /// `HAPROXY_{n}_GROUP`, which replaces the app's groups for this port.
+    pub port_groups: Option<Vec<String>>,
+    /// `HAPROXY_{n}_VHOST`, lower-cased (may hold several, comma separated).
+    pub hostname: Option<String>,
+    /// `HAPROXY_{n}_PATH`.
+    pub path: Option<String>,
+    /// `HAPROXY_{n}_AUTH`.
+    pub auth: Option<Auth>,
+    /// `HAPROXY_{n}_STICKY`.
+    pub sticky: bool,
+    /// `HAPROXY_{n}_ENABLED` (default: true unless `--strict-mode`).
+    pub enabled: bool,
+    /// `HAPROXY_{n}_REDIRECT_TO_HTTPS`.
+    pub redirect_http_to_https: bool,
+    /// `HAPROXY_{n}_USE_HSTS`.
+    pub use_hsts: bool,
+    /// `HAPROXY_{n}_SSL_CERT`.
+    pub ssl_cert: Option<String>,
+    /// `HAPROXY_{n}_BIND_OPTIONS`.
+    pub bind_options: Option<String>,
+    /// `HAPROXY_{n}_BIND_ADDR` (default `*`).
+    pub bind_addr: String,
+    /// `http`/`tcp` from `HAPROXY_{n}_MODE` or the health check; `None` = decided by the vhost.
+    pub mode: Option<String>,
+    /// `HAPROXY_{n}_BALANCE` (default `roundrobin`).
+    pub balance: String,
+    /// The Marathon health check of this port (or the borrowed one).
+    pub health_check: Option<HealthCheck>,
+    /// `HAPROXY_{n}_BACKEND_WEIGHT`: order of vhost ACL blocks, highest first.
+    pub backend_weight: i64,
+    /// `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL`.
+    pub network_allowed: Option<String>,
+    /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`.
+    pub healthcheck_port_index: Option<i64>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`.
+    pub proxypath: Option<String>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_REVPROXY_PATH`.
+    pub revproxypath: Option<String>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_REDIR`.
+    pub redirpath: Option<String>,
+    /// Per-port template overrides from labels, in label order.
+    pub templates: Vec<(Name, String)>,
+}
+
+impl Service {
+    /// A service with marathon-lb's defaults.
+    pub fn new(
+        app_id: String,
+        service_port: i64,
+        health_check: Option<HealthCheck>,
+        strict: bool,
+    ) -> Self {
+        let mode = health_check
+            .as_ref()
+            .filter(|hc| hc.protocol.as_deref() == Some("HTTP"))
+            .map(|_| "http".to_owned());
+        Self {
+            app_id,
+            service_port,
+            backends: Vec::new(),
+            app_groups: Vec::new(),
+            port_groups: None,
+            hostname: None,
+            path: None,
+            auth: None,
+            sticky: false,
+            enabled: !strict,
+            redirect_http_to_https: false,
+            use_hsts: false,
+            ssl_cert: None,
+            bind_options: None,
+            bind_addr: "*".into(),
+            mode,
+            balance: "roundrobin".into(),
+            health_check,
+            backend_weight: 0,
+            network_allowed: None,
+            healthcheck_port_index: None,
+            proxypath: None,
+            revproxypath: None,
+            redirpath: None,
+            templates: Vec::new(),
+        }
+    }
+
+    /// The label override of a per-port template, if the app set one.
+    pub fn template(&self, name: Name) -> Option<&str> {
+        self.templates
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Whether this service belongs in a load balancer serving `groups` (`*` = all).
+    pub fn in_groups(&self, groups: &[String]) -> bool {
+        if groups.iter().any(|g| g == "*") {
+            return true;
+        }
+        let own = self.port_groups.as_ref().unwrap_or(&self.app_groups);
+        own.iter().any(|g| groups.contains(g))
+    }
+}
+
+/// Remembers health results across passes: a task whose results are momentarily absent keeps
+/// its last known state (as the original's LRU cache does).
+#[derive(Debug, Default)]
+pub struct HealthMemory {
+    /// Task id -> last seen alive.
+    alive: HashMap<String, bool>,
+}
+
+/// Turns Marathon apps into sorted services.
+///
+/// # Errors
+/// [`Error`] for invalid labels or deployment groups; the original aborts the whole run on these.
+pub fn build(
+    apps: Vec<App>,
+    options: &Options,
+    resolver: &mut Resolver,
+    health: &mut HealthMemory,
+) -> Result<Vec<Service>, Error> {
+    let prepared = deployment::merge(apps)?;
+    let mut assigner = PortAssigner::new(options.ip_per_task_ports);
+    let mut services = Vec::new();
+    for deployment::Prepared { app, draining } in prepared {
+        if options
+            .framework_name
+            .as_deref()
+            .is_some_and(|f| app.id.get(1..) == Some(f))
+        {
+            continue;
+        }
+        services.extend(app_services(
+            &app,
+            &draining,
+            options,
+            &mut assigner,
+            resolver,
+            health,
+        )?);
+    }
+    // Stable: equal keys keep Marathon's order, as the original's sort does.
+    services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+    Ok(services)
+}
+
+fn app_services(
+    app: &App,
+    draining: &[bool],
+    options: &Options,
+    assigner: &mut PortAssigner,
+    resolver: &mut Resolver,
+    health: &mut HealthMemory,
+) -> Result<Vec<Service>, Error> {
+    let mode = Mode::of(app);
+    let app_groups: Vec<String> = app
+        .labels
+        .get("HAPROXY_GROUP")
+        .map(|g| g.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    let port_labels = labels::per_port(&app.labels);
+    let service_ports = assigner.service_ports(app, mode);
+
+    // Keyed by the Marathon service port; a repeated port keeps the last service but the
+    // first one's position (Python dict semantics).
+    let mut by_port: Vec<(i64, Service)> = Vec::new();
+    for (index, port) in service_ports.iter().enumerate() {
+        let Some(port) = *port else {
+            tracing::warn!(app_id = %app.id, index, "skipping a port without a service port");
+            continue;
+        };
+        let mut service = Service::new(
+            app.id.clone(),
+            port,
+            health_check_for(app, index as i64).cloned(),
+            options.strict_mode,
+        );
+        service.app_groups = app_groups.clone();
+        if let Some(list) = port_labels.get(&index) {
+            labels::apply(&mut service, index, list)?;
+        }
+        if service.health_check.is_none() {
+            if let Some(borrowed) = service
+                .healthcheck_port_index
+                .and_then(|i| health_check_for(app, i))
+            {
+                if let Some("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS") =
+                    borrowed.protocol.as_deref()
+                {
+                    service.mode = Some("http".into());
+                }
+                service.health_check = Some(borrowed.clone());
+            }
+        }
+        match by_port.iter_mut().find(|(p, _)| *p == port) {
+            Some(slot) => slot.1 = service,
+            None => by_port.push((port, service)),
+        }
+    }
+
+    let checks_matter = options.health_check && !app.health_checks.is_empty();
+    for (task, &drain) in app.tasks.iter().zip(draining) {
+        if !routable(task) || (checks_matter && !health.is_alive(task)) {
+            continue;
+        }
+        let Some(ip) = network::task_ip(task, mode, resolver) else {
+            continue;
+        };
+        let ports = network::task_ports(app, task, mode);
+        let host = task.host.clone().unwrap_or_default();
+        for (task_port, service_port) in ports.iter().zip(&service_ports) {
+            let Some(service_port) = service_port else {
+                continue;
+            };
+            if let Some((_, service)) = by_port.iter_mut().find(|(p, _)| p == service_port) {
+                service.backends.push(Backend {
+                    host: host.clone(),
+                    ip: ip.clone(),
+                    port: *task_port,
+                    draining: drain,
+                });
+            }
+        }
+    }
+
+    let mut services: Vec<Service> = by_port
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| !s.backends.is_empty())
+        .collect();
+    for service in &mut services {
+        service
+            .backends
+            .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    }
+    Ok(services)
+}
+
+/// The health check of port `index`: the first check with a port, or with that `portIndex`.
+/// Negative indexes count from the end, as Python list indexing does for the borrowed check.
+fn health_check_for(app: &App, index: i64) -> Option<&HealthCheck> {
+    app.health_checks.iter().find(|check| {
+        let has_port = check
+            .port
+            .as_ref()
+            .is_some_and(|p| p.as_f64().is_some_and(|v| v != 0.0));
+        has_port || check.port_index.as_ref().and_then(|p| p.as_f64()) == Some(index as f64)
+    })
+}
+
+/// Task states marathon-lb routes to: running, and lost/unreachable ones (they may still serve).
+fn routable(task: &Task) -> bool {
+    let has_host = task.host.as_deref().is_some_and(|h| !h.is_empty());
+    let state_ok = !matches!(
+        task.state.as_deref(),
+        Some(
+            "TASK_STAGING"
+                | "TASK_STARTING"
+                | "TASK_KILLING"
+                | "TASK_FINISHED"
+                | "TASK_FAILED"
+                | "TASK_KILLED"
+                | "TASK_ERROR"
+                | "TASK_DROPPED"
+                | "TASK_GONE"
+                | "TASK_GONE_BY_OPERATOR"
+                | "TASK_UNKNOWN"
+        )
+    );
+    has_host && state_ok
+}
+
+impl HealthMemory {
+    /// Whether the task passes `--health-check`, updating the memory from its results.
+    fn is_alive(&mut self, task: &Task) -> bool {
+        match &task.health_check_results {
+            None => self.alive.get(&task.id).copied().unwrap_or(false),
+            Some(results) => {
+                let alive = results.iter().any(|r| r.alive);
+                if self.alive.len() > 100_000 {
+                    self.alive.clear();
+                }
+                self.alive.insert(task.id.clone(), alive);
+                alive
+            }
+        }
+    }
+}
+
+/// Services grouped by app id: `siblings(i)` are the services of `services[i]`'s app, in
+/// service-port order (used by `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`).
+pub fn sibling_ranges(services: &[Service]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::with_capacity(services.len());
+    let mut start = 0;
+    for i in 1..=services.len() {
+        if i == services.len() || services[i].app_id != services[start].app_id {
+            ranges.extend(std::iter::repeat_n(start..i, i - start));
+            start = i;
+        }
+    }
+    ranges
+}
+
+/// Distinct app ids among services (for counting).
+pub fn app_count(services: &[Service]) -> usize {
+    services
+        .iter()
+        .map(|s| s.app_id.as_str())
+        .collect::<HashSet<_>>()
+        .len()
+}

@@ -1,0 +1,252 @@
+//! How an app is reached: its networking mode, service ports, and each task's address and ports.
+//!
+//! Follows marathon-lb 1.x across Marathon's three generations of networking JSON
+//! (`ports`/`portDefinitions`, `container.docker.portMappings` with `ipAddress`, and
+//! Marathon 1.5 `networks` with `container.portMappings`).
+
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+
+use sha1::{Digest, Sha1};
+
+use crate::marathon::types::{App, PortMapping, Task};
+
+/// The networking mode of an app; the last `networks` entry wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Host networking: tasks are reached on their agent's address and host ports.
+    Host,
+    /// IP-per-task (`ipAddress`, Docker `USER`, or `networks: container`).
+    Container,
+    /// Docker bridge (`BRIDGE` or `networks: container/bridge`).
+    Bridge,
+    /// A `networks` mode Marathon does not define; reached like host, ports like container.
+    Other,
+}
+
+impl Mode {
+    /// Determines the networking mode of an app.
+    pub fn of(app: &App) -> Mode {
+        let mut mode = Mode::Host;
+        if app.ip_address.as_ref().is_some_and(|ip| !ip.is_empty()) {
+            mode = Mode::Container;
+        }
+        let docker_network = app
+            .container
+            .as_ref()
+            .and_then(|c| c.docker.as_ref())
+            .and_then(|d| d.network.as_deref());
+        match docker_network {
+            Some("USER") => mode = Mode::Container,
+            Some("BRIDGE") => mode = Mode::Bridge,
+            _ => {}
+        }
+        if let Some(last) = app.networks.as_ref().and_then(|n| n.last()) {
+            mode = match last.mode.as_deref().unwrap_or("container") {
+                "host" => Mode::Host,
+                "container" => Mode::Container,
+                "container/bridge" => Mode::Bridge,
+                _ => Mode::Other,
+            };
+        }
+        mode
+    }
+}
+
+/// Docker port mappings when there are any, else Marathon 1.5 ones.
+fn port_mappings(app: &App) -> &[PortMapping] {
+    let Some(container) = &app.container else {
+        return &[];
+    };
+    match container
+        .docker
+        .as_ref()
+        .and_then(|d| d.port_mappings.as_deref())
+    {
+        Some(docker) if !docker.is_empty() => docker,
+        _ => container.port_mappings.as_deref().unwrap_or(&[]),
+    }
+}
+
+fn port_definition_ports(app: &App) -> Vec<i64> {
+    app.port_definitions
+        .iter()
+        .flatten()
+        .filter_map(|p| p.port)
+        .collect()
+}
+
+fn container_ports(app: &App) -> Vec<i64> {
+    port_mappings(app)
+        .iter()
+        .filter_map(|p| p.container_port)
+        .collect()
+}
+
+fn discovery_ports(app: &App) -> Vec<i64> {
+    let Some(ip) = &app.ip_address else {
+        return Vec::new();
+    };
+    let ports = ip
+        .get("discovery")
+        .and_then(|d| d.get("ports"))
+        .and_then(|p| p.as_array());
+    ports
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("number"))
+        .filter_map(|n| {
+            n.as_i64()
+                .or_else(|| n.as_str().and_then(|s| s.trim().parse().ok()))
+        })
+        .collect()
+}
+
+/// The ports a task serves, in service-port order.
+pub fn task_ports(app: &App, task: &Task, mode: Mode) -> Vec<i64> {
+    let own = task.ports.clone().unwrap_or_default();
+    match mode {
+        Mode::Host if !own.is_empty() => own,
+        Mode::Host => port_definition_ports(app),
+        Mode::Bridge if !own.is_empty() => own,
+        Mode::Bridge => {
+            let defined = port_definition_ports(app);
+            if defined.is_empty() {
+                container_ports(app)
+            } else {
+                defined
+            }
+        }
+        Mode::Container | Mode::Other => {
+            let discovered = discovery_ports(app);
+            if discovered.is_empty() {
+                container_ports(app)
+            } else {
+                discovered
+            }
+        }
+    }
+}
+
+/// The address HAProxy should use for a task: its own IP for IP-per-task, else its host's IPv4.
+pub fn task_ip(task: &Task, mode: Mode, resolver: &mut Resolver) -> Option<String> {
+    if mode == Mode::Container {
+        let first = task.ip_addresses.as_ref()?.first()?;
+        return first.ip_address.clone().filter(|ip| !ip.is_empty());
+    }
+    let host = task.host.as_deref().filter(|h| !h.is_empty())?;
+    resolver.resolve(host)
+}
+
+/// Resolves agent host names to IPv4 addresses, caching answers for the process lifetime.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    /// Host name -> resolved IPv4 (or `None` when it did not resolve).
+    cache: HashMap<String, Option<String>>,
+}
+
+impl Resolver {
+    /// The IPv4 address of `host` (an IPv4 literal is returned as is), like `gethostbyname`.
+    pub fn resolve(&mut self, host: &str) -> Option<String> {
+        if host.parse::<std::net::Ipv4Addr>().is_ok() {
+            return Some(host.to_owned());
+        }
+        if let Some(cached) = self.cache.get(host) {
+            return cached.clone();
+        }
+        let found = (host, 0)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.find(|a| a.is_ipv4()))
+            .map(|a| a.ip().to_string());
+        if found.is_none() {
+            tracing::warn!(host, "could not resolve task host, ignoring its tasks");
+        }
+        self.cache.insert(host.to_owned(), found.clone());
+        found
+    }
+}
+
+/// Assigns deterministic service ports to IP-per-task apps that have none (Marathon issue 3636),
+/// from the range `--min-serv-port-ip-per-task..=--max-serv-port-ip-per-task`.
+#[derive(Debug)]
+pub struct PortAssigner {
+    /// Inclusive range; `None` disables assignment (`0 0`).
+    range: Option<(i64, i64)>,
+    /// (app id, task port) -> assigned port (or `None` once the range was exhausted).
+    assigned: HashMap<(String, i64), Option<i64>>,
+    /// Ports already handed out in this pass, for clash checks.
+    used: std::collections::HashSet<i64>,
+}
+
+/// How many hashed candidates are tried before scanning the range for a free port.
+const MAX_CLASHES: u32 = 50;
+
+impl PortAssigner {
+    /// A fresh assigner for one pass over all apps.
+    pub fn new(range: Option<(i64, i64)>) -> Self {
+        Self {
+            range,
+            assigned: HashMap::new(),
+            used: Default::default(),
+        }
+    }
+
+    /// The service ports of an app, in port-index order; `None` where the range is exhausted.
+    pub fn service_ports(&mut self, app: &App, mode: Mode) -> Vec<Option<i64>> {
+        if matches!(mode, Mode::Container | Mode::Bridge) {
+            let ports: Vec<i64> = port_mappings(app)
+                .iter()
+                .filter_map(|p| p.service_port)
+                .collect();
+            if !ports.is_empty() {
+                return ports.into_iter().map(Some).collect();
+            }
+        }
+        let ports: Vec<i64> = match &app.port_definitions {
+            Some(defs) => defs.iter().filter_map(|p| p.port).collect(),
+            None => app.ports.iter().flatten().flatten().copied().collect(),
+        };
+        if ports.is_empty() && mode == Mode::Container && self.range.is_some() {
+            if let Some(first) = app.tasks.first() {
+                let wanted = task_ports(app, first, mode);
+                return wanted
+                    .into_iter()
+                    .map(|p| self.port_for(&app.id, p))
+                    .collect();
+            }
+        }
+        ports.into_iter().map(Some).collect()
+    }
+
+    fn port_for(&mut self, app_id: &str, task_port: i64) -> Option<i64> {
+        let key = (app_id.to_owned(), task_port);
+        if let Some(Some(port)) = self.assigned.get(&key) {
+            return Some(*port);
+        }
+        let port = self.assign(app_id, task_port);
+        self.assigned.insert(key, port);
+        if let Some(p) = port {
+            self.used.insert(p);
+        }
+        port
+    }
+
+    fn assign(&self, app_id: &str, task_port: i64) -> Option<i64> {
+        let (min, max) = self.range?;
+        let size = max - min + 1;
+        if size <= self.assigned.len() as i64 {
+            tracing::warn!(app_id, "service ports for IP-per-task apps are exhausted");
+            return None;
+        }
+        for i in 0..MAX_CLASHES {
+            let digest = Sha1::digest(format!("{app_id}-{task_port}-{i}").as_bytes());
+            let hash = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+            let trial = min + i64::from(hash) % size;
+            if !self.used.contains(&trial) {
+                return Some(trial);
+            }
+        }
+        (min..=max).find(|p| !self.used.contains(p))
+    }
+}

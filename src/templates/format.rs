@@ -1,0 +1,153 @@
+//! Python `str.format` semantics for marathon-lb templates.
+//!
+//! Users write templates for the original, so `{name}` placeholders, `{{`/`}}` escapes and the
+//! failure cases (unknown placeholder, lone brace) must behave as Python's `str.format` does.
+//! Only keyword placeholders are supplied; positional ones (`{}`, `{0}`), attribute/index
+//! access and format specs are errors, as they would be (or would render Python object
+//! internals) in the original.
+
+use std::fmt;
+
+/// Why a template could not be formatted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// `{name}` where `name` is not one of the values this template receives.
+    UnknownPlaceholder(String),
+    /// A `}` that is neither doubled nor closing a placeholder.
+    SingleClosingBrace,
+    /// A `{` that is never closed.
+    UnclosedPlaceholder,
+    /// A placeholder form the templates do not support (positional, `.attr`, `[i]`, `:spec`).
+    Unsupported(String),
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownPlaceholder(name) => write!(f, "unknown placeholder {{{name}}}"),
+            Self::SingleClosingBrace => f.write_str("single '}' encountered in template"),
+            Self::UnclosedPlaceholder => f.write_str("'{' without a closing '}' in template"),
+            Self::Unsupported(field) => write!(f, "unsupported placeholder {{{field}}}"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+/// Appends `template` to `out`, replacing `{name}` with the value of `name` in `args`.
+///
+/// # Errors
+/// A [`FormatError`] for any placeholder Python's `str.format` would reject with these keyword
+/// arguments. `out` may then hold a partial result.
+pub fn format_into(
+    out: &mut String,
+    template: &str,
+    args: &[(&str, &str)],
+) -> Result<(), FormatError> {
+    let mut rest = template;
+    while let Some(pos) = rest.find(['{', '}']) {
+        out.push_str(&rest[..pos]);
+        let brace = rest.as_bytes()[pos];
+        let after = &rest[pos + 1..];
+        if brace == b'}' {
+            rest = after
+                .strip_prefix('}')
+                .ok_or(FormatError::SingleClosingBrace)?;
+            out.push('}');
+            continue;
+        }
+        if let Some(escaped) = after.strip_prefix('{') {
+            out.push('{');
+            rest = escaped;
+            continue;
+        }
+        let end = closing_brace(after).ok_or(FormatError::UnclosedPlaceholder)?;
+        let field = &after[..end];
+        out.push_str(lookup(field, args)?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(())
+}
+
+/// Formats `template` into a new string; see [`format_into`].
+///
+/// # Errors
+/// As [`format_into`].
+pub fn format(template: &str, args: &[(&str, &str)]) -> Result<String, FormatError> {
+    let mut out = String::with_capacity(template.len() + 32);
+    format_into(&mut out, template, args)?;
+    Ok(out)
+}
+
+/// Index of the `}` closing a placeholder whose text starts at `s` (nested braces counted).
+fn closing_brace(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(i),
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn lookup<'a>(field: &str, args: &[(&str, &'a str)]) -> Result<&'a str, FormatError> {
+    let (name, conversion) = match field.split_once('!') {
+        Some((name, conv)) => (name, Some(conv)),
+        None => (field, None),
+    };
+    if name.contains([':', '.', '[']) || conversion.is_some_and(|c| c != "s") {
+        return Err(FormatError::Unsupported(field.to_owned()));
+    }
+    if name.is_empty() || name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FormatError::Unsupported(field.to_owned()));
+    }
+    args.iter()
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| FormatError::UnknownPlaceholder(name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_placeholders_and_unescapes_braces() {
+        let out = format("a {x} {{ ssl_fc }} {y}}}", &[("x", "1"), ("y", "2")]).unwrap();
+        assert_eq!(out, "a 1 { ssl_fc } 2}");
+    }
+
+    #[test]
+    fn rejects_what_python_rejects() {
+        assert_eq!(
+            format("{nope}", &[]),
+            Err(FormatError::UnknownPlaceholder("nope".into()))
+        );
+        assert_eq!(format("a } b", &[]), Err(FormatError::SingleClosingBrace));
+        assert_eq!(
+            format("a {b", &[("b", "")]),
+            Err(FormatError::UnclosedPlaceholder)
+        );
+        assert!(matches!(
+            format("{}", &[]),
+            Err(FormatError::Unsupported(_))
+        ));
+        assert!(matches!(
+            format("{0}", &[]),
+            Err(FormatError::Unsupported(_))
+        ));
+        assert!(matches!(
+            format("{x:>4}", &[("x", "1")]),
+            Err(FormatError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn explicit_str_conversion_is_allowed() {
+        assert_eq!(format("{x!s}", &[("x", "v")]).unwrap(), "v");
+    }
+}

@@ -1,1 +1,3 @@
 //! marathon-lb
+
+pub mod marathon;

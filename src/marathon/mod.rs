@@ -5,3 +5,4 @@ pub mod auth;
 pub mod client;
 pub mod events;
 pub mod sse;
+pub mod watch;

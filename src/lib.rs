@@ -1,3 +1,4 @@
 //! marathon-lb
 
+pub mod fake_marathon;
 pub mod marathon;

@@ -174,16 +174,23 @@ impl Error {
             _ => None,
         }
     }
+
+    /// This error and all its sources, joined with `": "` (for logs: a bare
+    /// "request failed" says little, "…: tcp connect error: Connection refused" does).
+    pub fn chain(&self) -> String {
+        let mut shown = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(error) = source {
+            shown.push_str(": ");
+            shown.push_str(&error.to_string());
+            source = error.source();
+        }
+        shown
+    }
 }
 
 fn join(errors: &[Error]) -> String {
-    let shown: Vec<String> = errors
-        .iter()
-        .map(|e| match std::error::Error::source(e) {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
-        })
-        .collect();
+    let shown: Vec<String> = errors.iter().map(Error::chain).collect();
     shown.join("; ")
 }
 
@@ -479,8 +486,7 @@ impl Failures {
         if !error.is_failover() {
             return Err(error);
         }
-        let shown = join(std::slice::from_ref(&error));
-        tracing::warn!(%host, error = %shown, "Marathon host failed, trying the next");
+        tracing::warn!(%host, error = %error.chain(), "Marathon host failed, trying the next");
         self.0.push(error);
         Ok(())
     }

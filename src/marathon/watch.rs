@@ -269,7 +269,7 @@ where
     /// Schedules the next attempt after the backoff delay.
     fn disconnected(&mut self, error: Error) -> WatchEvent {
         let retry_in = self.backoff.next_delay();
-        tracing::warn!(error = %error, ?retry_in, "Marathon event stream disconnected");
+        tracing::warn!(error = %error.chain(), ?retry_in, "Marathon event stream disconnected");
         self.state = State::Connect { delay: retry_in };
         WatchEvent::Disconnected { error, retry_in }
     }

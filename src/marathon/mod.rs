@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod client;
 pub mod events;
+pub mod hosts;
 pub mod sse;
 pub mod watch;

@@ -6,7 +6,8 @@
 //! The modules follow the data flow
 //! **Marathon -> model -> templates/render -> validate -> apply**:
 //!
-//! - [`marathon`]: serde types of Marathon's `/v2/apps` body.
+//! - [`marathon`]: serde types of Marathon's `/v2/apps` body, the REST client (failover,
+//!   basic and DC/OS auth), the SSE decoder and the reconnecting event watch.
 //! - [`model`]: apps -> load-balanced services (labels, ports, tasks, health, deployment
 //!   groups). Pure.
 //! - [`templates`]: the 53 built-in templates, their file/env/label overrides, and Python
@@ -18,10 +19,12 @@
 //! - [`config`]: the command line, validated into the options of each stage.
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
+//! - [`fake_marathon`]: an in-process fake Marathon (REST + SSE + DC/OS login) for tests.
 //! - [`longhelp`]: `--longhelp`, every label and template.
 
 pub mod compat;
 pub mod config;
+pub mod fake_marathon;
 pub mod haproxy;
 pub mod longhelp;
 pub mod marathon;

@@ -49,6 +49,18 @@ pub struct Cli {
     /// Use Marathon's event stream (Server Sent Events) and keep running.
     #[arg(long, short = 's')]
     pub sse: bool,
+    /// Poll Marathon every SECS seconds instead of running once (without --sse).
+    #[arg(long, value_name = "SECS")]
+    pub poll_interval: Option<u64>,
+    /// With --apps-file: keep running and re-render whenever the file changes.
+    #[arg(long)]
+    pub watch: bool,
+    /// In live mode, do a full resync at least every SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub resync_interval: u64,
+    /// Treat the event stream as dead after SECS seconds without a byte (keep-alives included).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub event_stall_timeout: u64,
     /// Number of previous config versions to keep (as $TMPDIR/hap_cfg.N, ...).
     #[arg(long, default_value_t = 5)]
     pub archive_versions: usize,
@@ -123,6 +135,11 @@ pub struct Config {
 }
 
 impl Cli {
+    /// Whether the binary keeps running (SSE, polling or a watched file) instead of one pass.
+    pub fn is_live(&self) -> bool {
+        self.sse || self.poll_interval.is_some() || (self.watch && self.apps_file.is_some())
+    }
+
     /// Checks the rules of the original and splits the flags into stage options.
     ///
     /// # Errors

@@ -18,6 +18,8 @@
 //!   the atomic write + reload command.
 //! - [`config`]: the command line, validated into the options of each stage.
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
+//! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
+//!   into passes, failures retried, status published.
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
 //! - [`fake_marathon`]: an in-process fake Marathon (REST + SSE + DC/OS login) for tests.
 //! - [`longhelp`]: `--longhelp`, every label and template.
@@ -29,6 +31,7 @@ pub mod haproxy;
 pub mod longhelp;
 pub mod marathon;
 pub mod model;
+pub mod reconcile;
 pub mod render;
 pub mod run;
 pub mod templates;

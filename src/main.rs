@@ -1,11 +1,21 @@
-//! The `marathon-lb` binary: parse flags, then run one pass (or, later, keep watching).
+//! The `marathon-lb` binary: parse flags, then run one pass, or keep the config current.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use futures::StreamExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
 
 use marathon_lb::config::{Cli, Config};
+use marathon_lb::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
+use marathon_lb::marathon::client::{Client, ClientConfig};
+use marathon_lb::marathon::watch::{self as events, WatchConfig, WatchEvent};
+use marathon_lb::reconcile::{self, Source, Status, Timing, Trigger};
 use marathon_lb::run::{self, Memory};
 use marathon_lb::templates::Templates;
 
@@ -24,7 +34,18 @@ fn main() -> ExitCode {
         )
         .exit(),
     };
-    match run_once(&config) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("marathon-lb: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -49,34 +70,176 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn run_once(config: &Config) -> anyhow::Result<()> {
-    let cli = &config.cli;
-    if cli.sse {
-        anyhow::bail!("--sse (live mode) is not implemented yet; run without it for a single pass");
-    }
-    let Some(apps_file) = &cli.apps_file else {
-        anyhow::bail!(
-            "reading apps from Marathon ({}) is not implemented yet; pass --apps-file FILE",
-            cli.marathon.join(" ")
-        );
+async fn run(config: Config) -> anyhow::Result<()> {
+    let templates = Templates::load(Some(Path::new("templates")), |k| std::env::var(k).ok())
+        .context("loading templates")?;
+    let source = match &config.cli.apps_file {
+        Some(path) => Source::File(path.clone()),
+        None => Source::Marathon(Arc::new(marathon_client(&config.cli)?)),
     };
-    let templates = Templates::load(Some(std::path::Path::new("templates")), |k| {
-        std::env::var(k).ok()
-    })
-    .context("loading templates")?;
-    let body = run::read_apps_file(apps_file)?;
-    let mut memory = Memory::default();
-    let rendered = run::render_body(
-        &body,
-        &apps_file.display().to_string(),
-        config,
-        &templates,
-        &mut memory,
-    )?;
-    if cli.dry {
+    if config.cli.is_live() {
+        live(Arc::new(config), Arc::new(templates), source).await
+    } else {
+        once(&config, &templates, &source).await
+    }
+}
+
+/// The original's behaviour without `--sse`: one pass, then exit.
+async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow::Result<()> {
+    let (body, origin) = match source {
+        Source::File(path) => (
+            run::read_apps_file(path)?.into(),
+            path.display().to_string(),
+        ),
+        Source::Marathon(client) => {
+            let body = client
+                .apps_json()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            (body, format!("Marathon {}", client.current_host()))
+        }
+    };
+    let rendered = run::render_body(&body, &origin, config, templates, &mut Memory::default())?;
+    if config.cli.dry {
         println!("{}", rendered.config);
         return Ok(());
     }
     run::apply(rendered, config)?;
     Ok(())
+}
+
+fn marathon_client(cli: &Cli) -> anyhow::Result<Client> {
+    let credentials = if let Some(json) = &cli.dcos_auth_credentials {
+        Credentials::Dcos(DcosCredentials::from_json(json).context("--dcos-auth-credentials")?)
+    } else if let Some(text) = &cli.auth_credentials {
+        Credentials::Basic(BasicCredentials::parse(text).context("--auth-credentials")?)
+    } else if let Some(path) = &cli.marathon_auth_credential_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let first = text.lines().next().unwrap_or_default().trim();
+        Credentials::Basic(
+            BasicCredentials::parse(first).context("--marathon-auth-credential-file")?,
+        )
+    } else {
+        Credentials::None
+    };
+    let mut client_config = ClientConfig::new(cli.marathon.iter().cloned())
+        .credentials(credentials)
+        .stall_timeout(Duration::from_secs(cli.event_stall_timeout.max(1)));
+    if let Some(ca) = &cli.marathon_ca_cert {
+        client_config = client_config.ca_cert(ca);
+    }
+    Ok(Client::new(client_config)?)
+}
+
+/// Live mode: run the reconcile loop fed by events, polls, file changes and signals.
+async fn live(
+    config: Arc<Config>,
+    templates: Arc<Templates>,
+    source: Source,
+) -> anyhow::Result<()> {
+    let cli = &config.cli;
+    let (triggers, trigger_rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let timing = Timing {
+        debounce: Duration::from_millis(20),
+        resync_every: Duration::from_secs(cli.resync_interval.max(1)),
+        max_backoff: Duration::from_secs(cli.max_backoff.max(1)),
+    };
+    let _ = triggers.send(Trigger::Resync);
+
+    let mut feeders = tokio::task::JoinSet::new();
+    match &source {
+        Source::Marathon(client) if cli.sse => {
+            let (client, triggers, status) = (client.clone(), triggers.clone(), status_tx.clone());
+            let backoff = Duration::from_secs(cli.max_backoff.max(1));
+            feeders.spawn(forward_events(client, backoff, triggers, status));
+        }
+        Source::File(path) if cli.watch || cli.sse => {
+            feeders.spawn(reconcile::watch_file(
+                path.clone(),
+                Duration::from_millis(250),
+                triggers.clone(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(secs) = cli.poll_interval {
+        feeders.spawn(reconcile::poll(
+            Duration::from_secs(secs.max(1)),
+            triggers.clone(),
+        ));
+    }
+    feeders.spawn(forward_signals(triggers.clone(), stop_tx));
+    drop(triggers);
+    let _status_rx = status_rx;
+
+    reconcile::run_loop(
+        config.clone(),
+        templates,
+        source,
+        trigger_rx,
+        status_tx,
+        stop_rx,
+        timing,
+    )
+    .await;
+    feeders.shutdown().await;
+    Ok(())
+}
+
+/// Marathon's event stream -> triggers: resync on every (re)connect and relevant event.
+async fn forward_events(
+    client: Arc<Client>,
+    max_backoff: Duration,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    status: watch::Sender<Status>,
+) {
+    let mut stream = events::watch(
+        client,
+        WatchConfig::default().backoff(Duration::from_secs(1), max_backoff),
+    );
+    while let Some(event) = stream.next().await {
+        match event {
+            WatchEvent::Connected { url } => {
+                tracing::info!(%url, "event stream connected");
+                status.send_modify(|s| s.marathon_connected = true);
+            }
+            WatchEvent::Relevant(kind) => tracing::debug!(%kind, "relevant event"),
+            WatchEvent::Disconnected { error, retry_in } => {
+                tracing::warn!(error = %error.chain(), retry_in_ms = retry_in.as_millis() as u64, "event stream down");
+                status.send_modify(|s| s.marathon_connected = false);
+                continue;
+            }
+        }
+        if triggers.send(Trigger::Resync).is_err() {
+            return;
+        }
+    }
+}
+
+/// SIGHUP = resync, SIGUSR1 = re-apply the current config, SIGTERM/SIGINT = stop.
+async fn forward_signals(triggers: mpsc::UnboundedSender<Trigger>, stop: watch::Sender<bool>) {
+    let (Ok(mut hup), Ok(mut usr1), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let trigger = tokio::select! {
+            _ = hup.recv() => Trigger::Resync,
+            _ = usr1.recv() => Trigger::ReloadExisting,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        tracing::info!(?trigger, "signal received");
+        let _ = triggers.send(trigger);
+    }
+    tracing::info!("stopping");
+    let _ = stop.send(true);
 }

@@ -126,3 +126,18 @@ pub fn apply(rendered: Rendered, config: &Config) -> Result<Outcome, Error> {
     }
     Ok(Outcome::Applied)
 }
+
+/// Validates the config already on disk and runs the reload command (SIGUSR1).
+///
+/// # Errors
+/// [`Error::Validate`] when HAProxy rejects it, [`Error::Apply`] when the reload fails.
+pub fn reload_existing(config: &Config) -> Result<(), Error> {
+    let cli = &config.cli;
+    if !cli.skip_validation {
+        haproxy::validate_file(Path::new(&cli.haproxy_config), "haproxy")?;
+    }
+    if let Some(command) = &cli.command {
+        haproxy::reload(command)?;
+    }
+    Ok(())
+}

@@ -9,4 +9,4 @@ mod apply;
 mod validate;
 
 pub use apply::{apply, changed, reload, ApplyError, Paths};
-pub use validate::{validate, ValidateError, Validated};
+pub use validate::{validate, validate_file, ValidateError, Validated};

@@ -94,6 +94,38 @@ pub fn validate(
     })
 }
 
+/// Runs `binary -c -f path` on a config file as it is.
+///
+/// # Errors
+/// As [`validate`].
+pub fn validate_file(path: &Path, binary: &str) -> Result<(), ValidateError> {
+    let output = check(binary, path).map_err(|source| ValidateError::Run {
+        binary: binary.to_owned(),
+        source,
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Err(ValidateError::Rejected {
+        alerts: alerts(&text),
+    })
+}
+
+/// HAProxy's `[ALERT]` lines, or its whole output when it printed none.
+fn alerts(text: &str) -> String {
+    let alerts: Vec<&str> = text.lines().filter(|l| l.contains("[ALERT]")).collect();
+    if alerts.is_empty() {
+        text.trim().to_owned()
+    } else {
+        alerts.join("\n")
+    }
+}
+
 fn check(binary: &str, config: &Path) -> std::io::Result<std::process::Output> {
     Command::new(binary)
         .arg("-c")

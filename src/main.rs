@@ -243,3 +243,6 @@ async fn forward_signals(triggers: mpsc::UnboundedSender<Trigger>, stop: watch::
     tracing::info!("stopping");
     let _ = stop.send(true);
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -84,19 +84,31 @@ pub fn render_body(
     templates: &Templates,
     memory: &mut Memory,
 ) -> Result<Rendered, Error> {
+    let started = std::time::Instant::now();
     let apps = AppsBody::parse(body)
         .map_err(|source| Error::Parse {
             origin: origin.to_owned(),
             source,
         })?
         .apps;
+    let parsed = started.elapsed();
     let services = model::build(
         apps,
         &config.model,
         &mut memory.resolver,
         &mut memory.health,
     )?;
-    Ok(render::render(&services, templates, &config.render)?)
+    let modeled = started.elapsed();
+    let rendered = render::render(&services, templates, &config.render)?;
+    tracing::debug!(
+        apps_bytes = body.len(),
+        services = services.len(),
+        parse_ms = parsed.as_secs_f64() * 1e3,
+        model_ms = (modeled - parsed).as_secs_f64() * 1e3,
+        render_ms = (started.elapsed() - modeled).as_secs_f64() * 1e3,
+        "rendered"
+    );
+    Ok(rendered)
 }
 
 /// Compares with the config on disk; when different, validates, writes and reloads.

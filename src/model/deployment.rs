@@ -9,15 +9,15 @@ use crate::marathon::types::App;
 
 /// An app ready for the model: tasks carry whether they are being drained.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub struct Prepared<'a> {
     /// The app (for a merged group: the old app's definition with the group id and all tasks).
-    pub app: App,
+    pub app: App<'a>,
     /// `draining[i]` is true when `app.tasks[i]` must stop receiving new connections.
     pub draining: Vec<bool>,
 }
 
-impl Prepared {
-    fn new(app: App) -> Self {
+impl<'a> Prepared<'a> {
+    fn new(app: App<'a>) -> Self {
         let draining = vec![false; app.tasks.len()];
         Self { app, draining }
     }
@@ -28,7 +28,7 @@ impl Prepared {
 ///
 /// # Errors
 /// [`Error::Deployment`] when dates or instance counts the merge needs are missing or invalid.
-pub fn merge(apps: Vec<App>) -> Result<Vec<Prepared>, Error> {
+pub fn merge(apps: Vec<App<'_>>) -> Result<Vec<Prepared<'_>>, Error> {
     let mut plain = Vec::with_capacity(apps.len());
     let mut groups: Vec<(String, Prepared)> = Vec::new();
     for mut app in apps {
@@ -36,12 +36,12 @@ pub fn merge(apps: Vec<App>) -> Result<Vec<Prepared>, Error> {
             plain.push(Prepared::new(app));
             continue;
         };
-        let id = if group.starts_with('/') {
-            group.clone()
+        let id: String = if group.starts_with('/') {
+            group.to_string()
         } else {
             format!("/{group}")
         };
-        app.id = id.clone();
+        app.id = id.clone().into();
         match groups.iter_mut().find(|(g, _)| *g == id) {
             Some((_, prev)) => {
                 let previous = std::mem::replace(prev, Prepared::new(App::default()));
@@ -54,8 +54,8 @@ pub fn merge(apps: Vec<App>) -> Result<Vec<Prepared>, Error> {
     Ok(plain)
 }
 
-fn merge_pair(prev: Prepared, cur: App) -> Result<Prepared, Error> {
-    let group = cur.id.clone();
+fn merge_pair<'a>(prev: Prepared<'a>, cur: App<'a>) -> Result<Prepared<'a>, Error> {
+    let group = cur.id.to_string();
     let fail = |reason: String| Error::Deployment {
         group: group.clone(),
         reason,
@@ -185,7 +185,7 @@ mod tests {
     use super::*;
     use crate::marathon::types::AppsBody;
 
-    fn apps(json: &str) -> Vec<App> {
+    fn apps(json: &str) -> Vec<App<'_>> {
         AppsBody::parse(json.as_bytes()).unwrap().apps
     }
 
@@ -208,7 +208,7 @@ mod tests {
            "tasks":[{"id":"g1"}]}]}"#;
         let merged = merge(apps(body)).unwrap();
         assert_eq!(merged.len(), 1);
-        let ids: Vec<_> = merged[0].app.tasks.iter().map(|t| t.id.as_str()).collect();
+        let ids: Vec<_> = merged[0].app.tasks.iter().map(|t| t.id.as_ref()).collect();
         assert_eq!(ids, ["b1", "b2", "g1"]);
         // healthy new = 1 (no checks: new instances), drainable = 1 + 2 - 1 = 2 -> 1 drained.
         assert_eq!(merged[0].draining, [true, false, false]);

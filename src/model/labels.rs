@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use super::{Auth, Error, Service};
 use crate::compat::{parse_bool, parse_int};
-use crate::templates::Name;
+use crate::marathon::types::Str;
+use crate::templates::{Name, Template};
 
 /// Per-port labels that set a property of the service (everything else per-port is a template).
 pub const SETTING_LABELS: &[&str] = &[
@@ -35,7 +36,9 @@ pub const SETTING_LABELS: &[&str] = &[
 
 /// Splits an app's labels into `index -> [(NAME, value)]` for `HAPROXY_{index}_NAME` keys,
 /// each list sorted by `NAME`.
-pub fn per_port(labels: &BTreeMap<String, String>) -> BTreeMap<usize, Vec<(&str, &str)>> {
+pub fn per_port<'l>(
+    labels: &'l BTreeMap<Str<'_>, Str<'_>>,
+) -> BTreeMap<usize, Vec<(&'l str, &'l str)>> {
     let mut by_index: BTreeMap<usize, Vec<(&str, &str)>> = BTreeMap::new();
     for (key, value) in labels {
         let Some(rest) = key.strip_prefix("HAPROXY_") else {
@@ -51,7 +54,7 @@ pub fn per_port(labels: &BTreeMap<String, String>) -> BTreeMap<usize, Vec<(&str,
             by_index
                 .entry(index)
                 .or_default()
-                .push((name, value.as_str()));
+                .push((name, value.as_ref()));
         }
     }
     for list in by_index.values_mut() {
@@ -116,7 +119,7 @@ pub fn apply(service: &mut Service, index: usize, labels: &[(&str, &str)]) -> Re
                 if let Some(template) = Name::from_name(name).filter(|t| t.spec().per_port) {
                     service
                         .templates
-                        .push((template, value.replace("\r\n", "\n")));
+                        .push((template, Template::new(value.replace("\r\n", "\n"))));
                 }
             }
         }
@@ -128,10 +131,10 @@ pub fn apply(service: &mut Service, index: usize, labels: &[(&str, &str)]) -> Re
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<Str<'static>, Str<'static>> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (Str::from(k.to_string()), Str::from(v.to_string())))
             .collect()
     }
 
@@ -209,6 +212,9 @@ mod tests {
             ("HAPROXY_0_HEAD", "x"),
         ])
         .unwrap();
-        assert_eq!(s.templates, vec![(Name::BackendHead, "a\nb\n".to_string())]);
+        assert_eq!(
+            s.templates,
+            vec![(Name::BackendHead, Template::new("a\nb\n"))]
+        );
     }
 }

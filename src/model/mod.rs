@@ -12,7 +12,7 @@ pub mod network;
 use std::collections::{HashMap, HashSet};
 
 use crate::marathon::types::{App, HealthCheck, Task};
-use crate::templates::Name;
+use crate::templates::{Name, Template};
 use network::{Mode, PortAssigner, Resolver};
 
 /// Why the apps could not be turned into services (the original aborts the run on these).
@@ -129,7 +129,7 @@ pub struct Service {
     /// `HAPROXY_{n}_HTTP_BACKEND_REDIR`.
     pub redirpath: Option<String>,
     /// Per-port template overrides from labels, in label order.
-    pub templates: Vec<(Name, String)>,
+    pub templates: Vec<(Name, Template)>,
 }
 
 impl Service {
@@ -174,12 +174,12 @@ impl Service {
     }
 
     /// The label override of a per-port template, if the app set one.
-    pub fn template(&self, name: Name) -> Option<&str> {
+    pub fn template(&self, name: Name) -> Option<&Template> {
         self.templates
             .iter()
             .rev()
             .find(|(n, _)| *n == name)
-            .map(|(_, t)| t.as_str())
+            .map(|(_, t)| t)
     }
 
     /// Whether this service belongs in a load balancer serving `groups` (`*` = all).
@@ -212,7 +212,7 @@ pub fn build(
 ) -> Result<Vec<Service>, Error> {
     let prepared = deployment::merge(apps)?;
     let mut assigner = PortAssigner::new(options.ip_per_task_ports);
-    let mut services = Vec::new();
+    let mut services = Vec::with_capacity(prepared.len() + prepared.len() / 4);
     for deployment::Prepared { app, draining } in prepared {
         if options
             .framework_name
@@ -231,8 +231,22 @@ pub fn build(
         )?);
     }
     // Stable: equal keys keep Marathon's order, as the original's sort does.
-    services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
-    Ok(services)
+    Ok(sorted_by_app_and_port(services))
+}
+
+/// Sorts services by `(app id, service port)`, stably. Sorts indices rather than the
+/// services themselves, which are large (moving them in a sort costs more than the compares).
+fn sorted_by_app_and_port(services: Vec<Service>) -> Vec<Service> {
+    let mut keys: Vec<(&str, i64, usize)> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.app_id.as_str(), s.service_port, i))
+        .collect();
+    keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let order: Vec<usize> = keys.into_iter().map(|k| k.2).collect();
+    let mut slots: Vec<Option<Service>> = services.into_iter().map(Some).collect();
+    // `order` is a permutation of the indices, so every slot is taken exactly once.
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 fn app_services(
@@ -261,7 +275,7 @@ fn app_services(
             continue;
         };
         let mut service = Service::new(
-            app.id.clone(),
+            app.id.to_string(),
             port,
             health_check_for(app, index as i64).cloned(),
             options.strict_mode,
@@ -305,7 +319,7 @@ fn app_services(
             };
             if let Some((_, service)) = by_port.iter_mut().find(|(p, _)| p == service_port) {
                 service.backends.push(Backend {
-                    host: host.clone(),
+                    host: host.to_string(),
                     ip: ip.clone(),
                     port: *task_port,
                     draining: drain,
@@ -329,7 +343,7 @@ fn app_services(
 
 /// The health check of port `index`: the first check with a port, or with that `portIndex`.
 /// Negative indexes count from the end, as Python list indexing does for the borrowed check.
-fn health_check_for(app: &App, index: i64) -> Option<&HealthCheck> {
+fn health_check_for<'a>(app: &'a App<'_>, index: i64) -> Option<&'a HealthCheck> {
     app.health_checks.iter().find(|check| {
         let has_port = check
             .port
@@ -365,13 +379,13 @@ impl HealthMemory {
     /// Whether the task passes `--health-check`, updating the memory from its results.
     fn is_alive(&mut self, task: &Task) -> bool {
         match &task.health_check_results {
-            None => self.alive.get(&task.id).copied().unwrap_or(false),
+            None => self.alive.get(task.id.as_ref()).copied().unwrap_or(false),
             Some(results) => {
                 let alive = results.iter().any(|r| r.alive);
                 if self.alive.len() > 100_000 {
                     self.alive.clear();
                 }
-                self.alive.insert(task.id.clone(), alive);
+                self.alive.insert(task.id.to_string(), alive);
                 alive
             }
         }

@@ -28,7 +28,7 @@ impl Mode {
     /// Determines the networking mode of an app.
     pub fn of(app: &App) -> Mode {
         let mut mode = Mode::Host;
-        if app.ip_address.as_ref().is_some_and(|ip| !ip.is_empty()) {
+        if app.ip_address.as_ref().is_some_and(|ip| ip.non_empty) {
             mode = Mode::Container;
         }
         let docker_network = app
@@ -54,7 +54,7 @@ impl Mode {
 }
 
 /// Docker port mappings when there are any, else Marathon 1.5 ones.
-fn port_mappings(app: &App) -> &[PortMapping] {
+fn port_mappings<'a>(app: &'a App<'_>) -> &'a [PortMapping] {
     let Some(container) = &app.container else {
         return &[];
     };
@@ -84,22 +84,10 @@ fn container_ports(app: &App) -> Vec<i64> {
 }
 
 fn discovery_ports(app: &App) -> Vec<i64> {
-    let Some(ip) = &app.ip_address else {
-        return Vec::new();
-    };
-    let ports = ip
-        .get("discovery")
-        .and_then(|d| d.get("ports"))
-        .and_then(|p| p.as_array());
-    ports
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.get("number"))
-        .filter_map(|n| {
-            n.as_i64()
-                .or_else(|| n.as_str().and_then(|s| s.trim().parse().ok()))
-        })
-        .collect()
+    app.ip_address
+        .as_ref()
+        .map(|ip| ip.discovery_ports.clone())
+        .unwrap_or_default()
 }
 
 /// The ports a task serves, in service-port order.
@@ -132,7 +120,11 @@ pub fn task_ports(app: &App, task: &Task, mode: Mode) -> Vec<i64> {
 pub fn task_ip(task: &Task, mode: Mode, resolver: &mut Resolver) -> Option<String> {
     if mode == Mode::Container {
         let first = task.ip_addresses.as_ref()?.first()?;
-        return first.ip_address.clone().filter(|ip| !ip.is_empty());
+        return first
+            .ip_address
+            .as_deref()
+            .filter(|ip| !ip.is_empty())
+            .map(String::from);
     }
     let host = task.host.as_deref().filter(|h| !h.is_empty())?;
     resolver.resolve(host)

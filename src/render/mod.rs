@@ -12,7 +12,7 @@ use sha1::{Digest, Sha1};
 
 use crate::compat::{clean_name, number_str, server_id};
 use crate::model::{sibling_ranges, Service};
-use crate::templates::{format_into, FormatError, Name, Templates};
+use crate::templates::{FormatError, Name, Template, Templates};
 use vhost::{GroupedVhost, MapRulesEmitted};
 
 /// Why a config could not be rendered. The original aborts the run on all of these.
@@ -143,23 +143,25 @@ impl Renderer<'_> {
         name: Name,
         args: &[(&str, &str)],
     ) -> Result<(), Error> {
-        let (text, from_label) = match service.template(label) {
-            Some(text) => (text, true),
-            None => (self.templates.global(name), false),
+        let (template, from_label) = match service.template(label) {
+            Some(template) => (template, true),
+            None => (self.templates.get(name), false),
         };
-        format_into(out, text, args).map_err(|source| Error::Template {
-            app_id: Some(service.app_id.clone()),
-            template: name.full_name(),
-            label: from_label.then(|| format!("HAPROXY_{{n}}_{}", label.spec().name)),
-            source,
-        })
+        template
+            .format_into(out, args)
+            .map_err(|source| Error::Template {
+                app_id: Some(service.app_id.clone()),
+                template: name.full_name(),
+                label: from_label.then(|| format!("HAPROXY_{{n}}_{}", label.spec().name)),
+                source,
+            })
     }
 
     /// The label override or global text of a template used verbatim.
     fn verbatim<'s>(&'s self, service: &'s Service, name: Name) -> &'s str {
         service
             .template(name)
-            .unwrap_or_else(|| self.templates.global(name))
+            .map_or_else(|| self.templates.global(name), Template::text)
     }
 
     fn format_global(
@@ -168,12 +170,15 @@ impl Renderer<'_> {
         name: Name,
         args: &[(&str, &str)],
     ) -> Result<(), Error> {
-        format_into(out, self.templates.global(name), args).map_err(|source| Error::Template {
-            app_id: None,
-            template: name.full_name(),
-            label: None,
-            source,
-        })
+        self.templates
+            .get(name)
+            .format_into(out, args)
+            .map_err(|source| Error::Template {
+                app_id: None,
+                template: name.full_name(),
+                label: None,
+                source,
+            })
     }
 
     fn render(&self, services: &[Service]) -> Result<Rendered, Error> {
@@ -476,17 +481,15 @@ impl Renderer<'_> {
         if let Some(redirpath) = service.redirpath.as_deref().filter(|p| !p.is_empty()) {
             // Never overridden per app: the label of this name is the redirect path itself.
             let args = [("hostname", hostname), ("redirpath", redirpath)];
-            format_into(
-                backends,
-                self.templates.global(Name::HttpBackendRedir),
-                &args,
-            )
-            .map_err(|source| Error::Template {
-                app_id: Some(service.app_id.clone()),
-                template: Name::HttpBackendRedir.full_name(),
-                label: None,
-                source,
-            })?;
+            self.templates
+                .get(Name::HttpBackendRedir)
+                .format_into(backends, &args)
+                .map_err(|source| Error::Template {
+                    app_id: Some(service.app_id.clone()),
+                    template: Name::HttpBackendRedir.full_name(),
+                    label: None,
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -513,9 +516,7 @@ impl Renderer<'_> {
                 None
             };
             if let Some(name) = name {
-                let text = service
-                    .template(name)
-                    .unwrap_or_else(|| self.templates.global(name));
+                let text = self.verbatim(service, name);
                 if !text.is_empty() {
                     let port = self.health_check_port(service, siblings, 0)?;
                     let args = HealthCheckArgs::new(service, hc, Some(port))?;
@@ -523,6 +524,27 @@ impl Renderer<'_> {
                 }
             }
         }
+
+        // The server-level check options are stripped and prefixed with one space, once.
+        let server_check = match check {
+            Some((hc, true)) => Some((hc, Name::BackendServerTcpHealthcheckOptions)),
+            Some((hc, false)) if mode == "http" => {
+                Some((hc, Name::BackendServerHttpHealthcheckOptions))
+            }
+            _ => None,
+        }
+        .and_then(|(hc, name)| {
+            let text = self.verbatim(service, name).trim();
+            (!text.is_empty()).then(|| (hc, name, Template::new(format!(" {text}"))))
+        });
+        let fixed_port = match (&server_check, service.healthcheck_port_index) {
+            (Some((hc, _, _)), None) => Some(HealthCheckArgs::new(
+                service,
+                hc,
+                hc.port.as_ref().and_then(|p| p.as_i64()),
+            )?),
+            _ => None,
+        };
 
         let mut taken = HashSet::new();
         for (index, server) in service.backends.iter().enumerate() {
@@ -533,38 +555,26 @@ impl Renderer<'_> {
             };
             let id = server_id(&name, &mut taken).to_string();
             let mut check_options = String::new();
-            if let Some((hc, tcp)) = check {
-                let name = if tcp {
-                    Some(Name::BackendServerTcpHealthcheckOptions)
-                } else if mode == "http" {
-                    Some(Name::BackendServerHttpHealthcheckOptions)
-                } else {
-                    None
-                };
-                if let Some(name) = name {
-                    let text = service
-                        .template(name)
-                        .unwrap_or_else(|| self.templates.global(name))
-                        .trim();
-                    if !text.is_empty() {
-                        let port = match service.healthcheck_port_index {
-                            Some(_) => Some(self.health_check_port(service, siblings, index)?),
-                            None => hc.port.as_ref().and_then(|p| p.as_i64()),
-                        };
-                        let args = HealthCheckArgs::new(service, hc, port)?;
-                        let template = format!(" {text}");
-                        format_into(&mut check_options, &template, &args.as_slice()).map_err(
-                            |source| Error::Template {
-                                app_id: Some(service.app_id.clone()),
-                                template: name.full_name(),
-                                label: service
-                                    .template(name)
-                                    .map(|_| format!("HAPROXY_{{n}}_{}", name.spec().name)),
-                                source,
-                            },
-                        )?;
+            if let Some((hc, name, template)) = &server_check {
+                let per_server;
+                let args = match &fixed_port {
+                    Some(args) => args,
+                    None => {
+                        let port = self.health_check_port(service, siblings, index)?;
+                        per_server = HealthCheckArgs::new(service, hc, Some(port))?;
+                        &per_server
                     }
-                }
+                };
+                template
+                    .format_into(&mut check_options, &args.as_slice())
+                    .map_err(|source| Error::Template {
+                        app_id: Some(service.app_id.clone()),
+                        template: name.full_name(),
+                        label: service
+                            .template(*name)
+                            .map(|_| format!("HAPROXY_{{n}}_{}", name.spec().name)),
+                        source,
+                    })?;
             }
             let cookie = if service.sticky {
                 let digest = hex::encode(Sha1::digest(name.as_bytes()));

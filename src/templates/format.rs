@@ -151,3 +151,129 @@ mod tests {
         assert_eq!(format("{x!s}", &[("x", "v")]).unwrap(), "v");
     }
 }
+
+/// A template split once into literal text and placeholders, so formatting it for thousands
+/// of services does no scanning. Parse errors are kept and reported when it is used, as in
+/// the original (a broken template that is never needed is harmless).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    text: String,
+    pieces: Result<Vec<Piece>, FormatError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    /// Literal bytes `text[start..end]` (escapes already resolved where split).
+    Literal(usize, usize),
+    /// A literal brace from `{{` or `}}`.
+    Brace(char),
+    /// The placeholder named `text[start..end]`.
+    Field(usize, usize),
+}
+
+impl Template {
+    /// Parses `text` (Python `str.format` syntax).
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let pieces = parse(&text);
+        Self { text, pieces }
+    }
+
+    /// The raw text (for templates used verbatim).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Appends the formatted template to `out`.
+    ///
+    /// # Errors
+    /// As [`format_into`]; `out` is left unchanged on error.
+    pub fn format_into(&self, out: &mut String, args: &[(&str, &str)]) -> Result<(), FormatError> {
+        let pieces = self.pieces.as_ref().map_err(Clone::clone)?;
+        let start = out.len();
+        for piece in pieces {
+            match *piece {
+                Piece::Literal(a, b) => out.push_str(&self.text[a..b]),
+                Piece::Brace(c) => out.push(c),
+                Piece::Field(a, b) => match lookup(&self.text[a..b], args) {
+                    Ok(value) => out.push_str(value),
+                    Err(e) => {
+                        out.truncate(start);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse(text: &str) -> Result<Vec<Piece>, FormatError> {
+    let mut pieces = Vec::new();
+    let bytes = text.as_bytes();
+    let (mut i, mut literal_start) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'}' => {
+                if bytes.get(i + 1) != Some(&b'}') {
+                    return Err(FormatError::SingleClosingBrace);
+                }
+                pieces.push(Piece::Literal(literal_start, i));
+                pieces.push(Piece::Brace('}'));
+                i += 2;
+                literal_start = i;
+            }
+            b'{' if bytes.get(i + 1) == Some(&b'{') => {
+                pieces.push(Piece::Literal(literal_start, i));
+                pieces.push(Piece::Brace('{'));
+                i += 2;
+                literal_start = i;
+            }
+            b'{' => {
+                pieces.push(Piece::Literal(literal_start, i));
+                let end = closing_brace(&text[i + 1..]).ok_or(FormatError::UnclosedPlaceholder)?;
+                let field = &text[i + 1..i + 1 + end];
+                if field.is_empty() || field.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(FormatError::Unsupported(field.to_owned()));
+                }
+                pieces.push(Piece::Field(i + 1, i + 1 + end));
+                i += end + 2;
+                literal_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    pieces.push(Piece::Literal(literal_start, bytes.len()));
+    pieces.retain(|p| !matches!(p, Piece::Literal(a, b) if a == b));
+    Ok(pieces)
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn parsed_templates_format_like_the_one_shot_formatter() {
+        let cases = [
+            "a {x} {{ ssl_fc }} {y}}}",
+            "{x}{y}",
+            "",
+            "plain",
+            "{nope}",
+            "a } b",
+            "{x",
+            "{}",
+            "{0}",
+            "{x!s}",
+        ];
+        let args = [("x", "1"), ("y", "2")];
+        for case in cases {
+            let mut out = String::from("pre");
+            let parsed = Template::new(case)
+                .format_into(&mut out, &args)
+                .map(|_| out.clone());
+            let direct = format(case, &args).map(|s| format!("pre{s}"));
+            assert_eq!(parsed, direct, "{case:?}");
+        }
+    }
+}

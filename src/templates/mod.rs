@@ -12,7 +12,7 @@ pub mod format;
 use std::path::Path;
 
 pub use defaults::{Name, TEMPLATES};
-pub use format::{format, format_into, FormatError};
+pub use format::{format, format_into, FormatError, Template};
 
 /// Static facts about one template.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ pub const DEFAULT_GLOBAL_OPTIONS: &str = "redispatch,http-server-close,dontlognu
 #[derive(Debug, Clone)]
 pub struct Templates {
     /// Indexed by `Name as usize`.
-    global: Vec<String>,
+    global: Vec<Template>,
 }
 
 /// Why the templates could not be loaded.
@@ -104,13 +104,18 @@ impl Templates {
             if let Some(value) = env(&full).filter(|v| !v.is_empty()) {
                 text = value.replace("\\n", "\n");
             }
-            global.push(text);
+            global.push(Template::new(text));
         }
         Ok(Self { global })
     }
 
     /// The global text of a template.
     pub fn global(&self, name: Name) -> &str {
+        self.global[name as usize].text()
+    }
+
+    /// The global template, parsed.
+    pub fn get(&self, name: Name) -> &Template {
         &self.global[name as usize]
     }
 }

@@ -51,7 +51,10 @@ impl Dir {
     /// Runs the binary here with a clean `HAPROXY_*`-free environment.
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
-        cmd.current_dir(self.dir.path()).args(args);
+        // TMPDIR: archived configs ($TMPDIR/hap_cfg.N) stay inside this test's dir.
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .env("TMPDIR", self.dir.path());
         for (key, _) in std::env::vars() {
             if key.starts_with("HAPROXY_") || key == "FRAMEWORK_NAME" {
                 cmd.env_remove(key);

@@ -332,3 +332,30 @@ fn apps_file_that_does_not_exist_fails_naming_it() {
         .next()
         .is_none());
 }
+
+// Known bugs outside this test suite's reach (src/config.rs, src/main.rs): these cases fail
+// today and are ignored so the suite stays green; run them with `cargo test -- --ignored`.
+
+#[test]
+#[ignore = "bug: clap turns `{n}` in the --strict-mode doc comment into a line break"]
+fn help_names_the_enabled_label() {
+    let out = Dir::new().run(&["--help"]);
+    assert_status(&out, 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("HAPROXY_{n}_ENABLED"), "{text}");
+}
+
+#[test]
+#[ignore = "bug: main.rs logs the error and prints it again, with ANSI colours on a pipe"]
+fn an_error_is_printed_once_without_terminal_colours() {
+    let dir = Dir::new();
+    dir.write("apps.json", "not json");
+    let out = dir.run_apps(&["--group", "external"]);
+    assert_status(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escapes on a non-terminal:\n{err}"
+    );
+    assert_eq!(err.matches("apps.json").count(), 1, "{err}");
+}

@@ -43,7 +43,7 @@ pub struct Cli {
     /// Seconds between reload retries.
     #[arg(long, default_value_t = 10)]
     pub reload_interval: u64,
-    /// Only advertise backends whose HAPROXY_{n}_ENABLED is true.
+    /// Only advertise backends whose HAPROXY_<n>_ENABLED is true.
     #[arg(long)]
     pub strict_mode: bool,
     /// Use Marathon's event stream (Server Sent Events) and keep running.

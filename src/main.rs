@@ -48,7 +48,6 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("marathon-lb: error: {e:#}");
             ExitCode::FAILURE
         }

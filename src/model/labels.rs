@@ -217,4 +217,157 @@ mod tests {
             vec![(Name::BackendHead, Template::new("a\nb\n"))]
         );
     }
+    /// One row per setting label: a value and what it must do to the service.
+    type Check = fn(&Service) -> bool;
+
+    const SETTINGS: &[(&str, &str, Check)] = &[
+        ("AUTH", "my realm:bob:$6$x", |s| {
+            s.auth
+                == Some(Auth {
+                    realm: "my realm".into(),
+                    user: "bob".into(),
+                    password: "$6$x".into(),
+                })
+        }),
+        ("BACKEND_HEALTHCHECK_PORT_INDEX", "-1", |s| {
+            s.healthcheck_port_index == Some(-1)
+        }),
+        ("BACKEND_NETWORK_ALLOWED_ACL", "10.0.0.0/8 1.2.3.4", |s| {
+            s.network_allowed.as_deref() == Some("10.0.0.0/8 1.2.3.4")
+        }),
+        ("BACKEND_WEIGHT", "+7", |s| s.backend_weight == 7),
+        ("BALANCE", "leastconn", |s| s.balance == "leastconn"),
+        ("BIND_ADDR", "10.0.0.1", |s| s.bind_addr == "10.0.0.1"),
+        ("BIND_OPTIONS", "accept-proxy", |s| {
+            s.bind_options.as_deref() == Some("accept-proxy")
+        }),
+        ("ENABLED", "T", |s| s.enabled),
+        ("GROUP", "internal,external", |s| {
+            s.port_groups == Some(vec!["internal".into(), "external".into()])
+        }),
+        ("HTTP_BACKEND_PROXYPASS_PATH", "/proxy", |s| {
+            s.proxypath.as_deref() == Some("/proxy")
+        }),
+        ("HTTP_BACKEND_REDIR", "/landing", |s| {
+            s.redirpath.as_deref() == Some("/landing")
+        }),
+        ("HTTP_BACKEND_REVPROXY_PATH", "/rev", |s| {
+            s.revproxypath.as_deref() == Some("/rev")
+        }),
+        ("MODE", "TCP", |s| s.mode.as_deref() == Some("tcp")),
+        ("PATH", "/api", |s| {
+            s.path.as_deref() == Some("/api") && s.backend_weight == 1
+        }),
+        ("PORT", "8443", |s| s.service_port == 8443),
+        ("REDIRECT_TO_HTTPS", "y", |s| s.redirect_http_to_https),
+        ("SSL_CERT", "/etc/ssl/a.pem", |s| {
+            s.ssl_cert.as_deref() == Some("/etc/ssl/a.pem")
+        }),
+        ("STICKY", "TRUE", |s| s.sticky),
+        ("USE_HSTS", "Yes", |s| s.use_hsts),
+        ("VHOST", "API.Example.COM", |s| {
+            s.hostname.as_deref() == Some("api.example.com")
+        }),
+    ];
+
+    #[test]
+    fn every_setting_label_sets_its_field() {
+        let tested: Vec<&str> = SETTINGS.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(
+            tested, SETTING_LABELS,
+            "every setting label needs a row in SETTINGS (in SETTING_LABELS order)"
+        );
+        for (name, value, check) in SETTINGS {
+            let defaults = Service::new("/app".into(), 10000, None, true);
+            assert!(
+                !check(&defaults),
+                "HAPROXY_0_{name}: the check holds without the label"
+            );
+            let label = format!("HAPROXY_0_{name}");
+            let s = service_with(&[(label.as_str(), value)]).unwrap();
+            assert!(check(&s), "HAPROXY_0_{name}={value:?} did not apply: {s:?}");
+        }
+    }
+
+    #[test]
+    fn booleans_follow_python_truthiness_of_the_original() {
+        for (value, expected) in [
+            ("true", true),
+            ("True", true),
+            ("t", true),
+            ("YES", true),
+            ("y", true),
+            ("1", false),
+            ("on", false),
+            ("", false),
+            (" true", false),
+        ] {
+            let s = service_with(&[("HAPROXY_0_STICKY", value)]).unwrap();
+            assert_eq!(s.sticky, expected, "STICKY={value:?}");
+        }
+    }
+
+    #[test]
+    fn integer_labels_reject_what_python_int_rejects() {
+        for label in ["PORT", "BACKEND_WEIGHT", "BACKEND_HEALTHCHECK_PORT_INDEX"] {
+            let key = format!("HAPROXY_0_{label}");
+            for bad in ["", "abc", "1.5", "0x10", "1 2"] {
+                let err = service_with(&[(key.as_str(), bad)]).unwrap_err();
+                assert!(
+                    matches!(&err, Error::InvalidLabel { label: l, value, .. } if *l == key && value == bad),
+                    "{key}={bad:?}: {err}"
+                );
+            }
+            assert!(service_with(&[(key.as_str(), " 12 ")]).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
+    fn labels_of_other_ports_and_app_labels_are_not_per_port() {
+        let map = labels(&[
+            ("HAPROXY_1_VHOST", "one"),
+            ("HAPROXY_10_MODE", "tcp"),
+            ("HAPROXY_GROUP", "external"),
+            ("HAPROXY_DEPLOYMENT_GROUP", "g"),
+            ("HAPROXY__VHOST", "x"),
+            ("HAPROXY_-1_VHOST", "x"),
+            ("OTHER_0_VHOST", "x"),
+        ]);
+        let split = per_port(&map);
+        assert_eq!(split.keys().copied().collect::<Vec<_>>(), [1, 10]);
+        assert_eq!(split[&1], vec![("VHOST", "one")]);
+        assert_eq!(split[&10], vec![("MODE", "tcp")]);
+    }
+
+    #[test]
+    fn labels_apply_in_name_order_so_path_sees_the_weight() {
+        // BACKEND_WEIGHT sorts before PATH: an explicit 0 is still lifted to 1, 5 is kept.
+        let s =
+            service_with(&[("HAPROXY_0_PATH", "/x"), ("HAPROXY_0_BACKEND_WEIGHT", "0")]).unwrap();
+        assert_eq!(s.backend_weight, 1);
+        let s =
+            service_with(&[("HAPROXY_0_PATH", "/x"), ("HAPROXY_0_BACKEND_WEIGHT", "5")]).unwrap();
+        assert_eq!(s.backend_weight, 5);
+    }
+
+    #[test]
+    fn every_per_port_template_label_is_collected() {
+        for name in crate::templates::Name::ALL {
+            let spec = name.spec();
+            let key = format!("HAPROXY_0_{}", spec.name);
+            let s = service_with(&[(key.as_str(), "custom\r\n")]).unwrap();
+            if SETTING_LABELS.contains(&spec.name) {
+                continue;
+            }
+            if spec.per_port {
+                assert_eq!(
+                    s.template(name).map(Template::text),
+                    Some("custom\n"),
+                    "{key}"
+                );
+            } else {
+                assert!(s.templates.is_empty(), "{key} is global only");
+            }
+        }
+    }
 }

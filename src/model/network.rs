@@ -242,3 +242,190 @@ impl PortAssigner {
         (min..=max).find(|p| !self.used.contains(p))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::marathon::types::AppsBody;
+
+    fn app(json: &str) -> App<'static> {
+        // Apps borrow from their body; leaking it in a test keeps the helper simple.
+        let body: &'static str = Box::leak(format!(r#"{{"apps":[{json}]}}"#).into_boxed_str());
+        AppsBody::parse(body.as_bytes()).unwrap().apps.remove(0)
+    }
+
+    #[test]
+    fn networking_mode_of_every_marathon_shape() {
+        let cases = [
+            (r#"{"id":"/a"}"#, Mode::Host),
+            (r#"{"id":"/a","portDefinitions":[{"port":1}]}"#, Mode::Host),
+            (
+                r#"{"id":"/a","ipAddress":{"networkName":"dcos"}}"#,
+                Mode::Container,
+            ),
+            (r#"{"id":"/a","ipAddress":{}}"#, Mode::Host),
+            (
+                r#"{"id":"/a","container":{"docker":{"network":"USER"}}}"#,
+                Mode::Container,
+            ),
+            (
+                r#"{"id":"/a","container":{"docker":{"network":"BRIDGE"}}}"#,
+                Mode::Bridge,
+            ),
+            (
+                r#"{"id":"/a","container":{"docker":{"network":"HOST"}}}"#,
+                Mode::Host,
+            ),
+            (r#"{"id":"/a","networks":[{"mode":"host"}]}"#, Mode::Host),
+            (
+                r#"{"id":"/a","networks":[{"name":"dcos"}]}"#,
+                Mode::Container,
+            ),
+            (
+                r#"{"id":"/a","networks":[{"mode":"container/bridge"}]}"#,
+                Mode::Bridge,
+            ),
+            (
+                r#"{"id":"/a","networks":[{"mode":"container/bridge"},{"mode":"container","name":"x"}]}"#,
+                Mode::Container,
+            ),
+            (
+                r#"{"id":"/a","container":{"docker":{"network":"BRIDGE"}},"networks":[{"mode":"host"}]}"#,
+                Mode::Host,
+            ),
+            (r#"{"id":"/a","networks":[{"mode":"weird"}]}"#, Mode::Other),
+        ];
+        for (json, mode) in cases {
+            assert_eq!(Mode::of(&app(json)), mode, "{json}");
+        }
+    }
+
+    #[test]
+    fn service_ports_come_from_mappings_definitions_or_ports() {
+        let cases: [(&str, Vec<Option<i64>>); 6] = [
+            (
+                r#"{"id":"/a","portDefinitions":[{"port":10},{"port":11}],"ports":[99]}"#,
+                vec![Some(10), Some(11)],
+            ),
+            (r#"{"id":"/a","ports":[12,13]}"#, vec![Some(12), Some(13)]),
+            (r#"{"id":"/a","portDefinitions":[],"ports":[99]}"#, vec![]),
+            (
+                r#"{"id":"/a","networks":[{"mode":"container/bridge"}],
+                   "container":{"portMappings":[{"containerPort":80,"servicePort":14},{"containerPort":81}]}}"#,
+                vec![Some(14)],
+            ),
+            (
+                r#"{"id":"/a","container":{"docker":{"network":"BRIDGE",
+                   "portMappings":[{"containerPort":80,"servicePort":15}]},
+                   "portMappings":[{"containerPort":80,"servicePort":16}]}}"#,
+                vec![Some(15)],
+            ),
+            (
+                // Host networking ignores port mappings.
+                r#"{"id":"/a","container":{"portMappings":[{"servicePort":17}]},"portDefinitions":[{"port":18}]}"#,
+                vec![Some(18)],
+            ),
+        ];
+        for (json, ports) in cases {
+            let app = app(json);
+            let mut assigner = PortAssigner::new(Some((10050, 10100)));
+            assert_eq!(
+                assigner.service_ports(&app, Mode::of(&app)),
+                ports,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn ip_per_task_apps_without_service_ports_get_hashed_ports() {
+        let json = r#"{"id":"/overlay/api","networks":[{"mode":"container"}],
+            "container":{"portMappings":[{"containerPort":8080},{"containerPort":8081}]},
+            "tasks":[{"id":"t.1","host":"agent","ipAddresses":[{"ipAddress":"9.0.0.1"}]}]}"#;
+        let app = app(json);
+        let mut assigner = PortAssigner::new(Some((10050, 10100)));
+        let ports = assigner.service_ports(&app, Mode::Container);
+        // 10050 + int(sha1("/overlay/api-8080-0")[:8], 16) % 51, as in the original.
+        let expected = |key: &str| {
+            let d = Sha1::digest(key.as_bytes());
+            10050 + i64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])) % 51
+        };
+        assert_eq!(ports[0], Some(expected("/overlay/api-8080-0")));
+        assert_eq!(ports[0], Some(10093));
+        assert_eq!(ports.len(), 2);
+        assert_ne!(ports[0], ports[1]);
+        // Stable within a pass, and off when disabled.
+        assert_eq!(assigner.service_ports(&app, Mode::Container), ports);
+        let mut off = PortAssigner::new(None);
+        assert!(off.service_ports(&app, Mode::Container).is_empty());
+    }
+
+    #[test]
+    fn a_one_port_range_is_exhausted_after_one_app() {
+        let mut assigner = PortAssigner::new(Some((10050, 10050)));
+        let a = app(
+            r#"{"id":"/a","ipAddress":{"discovery":{"ports":[{"number":80}]}},
+               "tasks":[{"id":"a.1","host":"h","ipAddresses":[{"ipAddress":"9.0.0.1"}]}]}"#,
+        );
+        let b = app(
+            r#"{"id":"/b","ipAddress":{"discovery":{"ports":[{"number":80}]}},
+               "tasks":[{"id":"b.1","host":"h","ipAddresses":[{"ipAddress":"9.0.0.2"}]}]}"#,
+        );
+        assert_eq!(assigner.service_ports(&a, Mode::Container), [Some(10050)]);
+        assert_eq!(assigner.service_ports(&b, Mode::Container), [None]);
+    }
+
+    #[test]
+    fn task_ports_per_mode() {
+        let bridge = app(r#"{"id":"/a","networks":[{"mode":"container/bridge"}],
+               "container":{"portMappings":[{"containerPort":80,"servicePort":1}]}}"#);
+        let task = |json: &'static str| -> Task<'static> { serde_json::from_str(json).unwrap() };
+        let with_ports = task(r#"{"id":"t","host":"h","ports":[31000]}"#);
+        let without = task(r#"{"id":"t","host":"h"}"#);
+        assert_eq!(task_ports(&bridge, &with_ports, Mode::Bridge), [31000]);
+        assert_eq!(task_ports(&bridge, &without, Mode::Bridge), [80]);
+
+        let host = app(r#"{"id":"/a","portDefinitions":[{"port":10}]}"#);
+        assert_eq!(task_ports(&host, &with_ports, Mode::Host), [31000]);
+        assert_eq!(task_ports(&host, &without, Mode::Host), [10]);
+
+        let legacy = app(
+            r#"{"id":"/a","ipAddress":{"discovery":{"ports":[{"number":9000},{"number":"9001"}]}}}"#,
+        );
+        assert_eq!(
+            task_ports(&legacy, &with_ports, Mode::Container),
+            [9000, 9001]
+        );
+        let modern = app(r#"{"id":"/a","networks":[{"mode":"container"}],
+               "container":{"portMappings":[{"containerPort":8080}]}}"#);
+        assert_eq!(task_ports(&modern, &with_ports, Mode::Container), [8080]);
+    }
+
+    #[test]
+    fn task_address_is_its_own_ip_for_ip_per_task_else_the_host() {
+        let task = |json: &'static str| -> Task<'static> { serde_json::from_str(json).unwrap() };
+        let mut resolver = Resolver::default();
+        let t = task(
+            r#"{"id":"t","host":"10.0.0.1","ipAddresses":[{"ipAddress":"9.0.0.1"},{"ipAddress":"9.0.0.2"}]}"#,
+        );
+        assert_eq!(
+            task_ip(&t, Mode::Container, &mut resolver).as_deref(),
+            Some("9.0.0.1")
+        );
+        assert_eq!(
+            task_ip(&t, Mode::Host, &mut resolver).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            task_ip(&t, Mode::Bridge, &mut resolver).as_deref(),
+            Some("10.0.0.1")
+        );
+        let no_ip = task(r#"{"id":"t","host":"10.0.0.1"}"#);
+        assert_eq!(task_ip(&no_ip, Mode::Container, &mut resolver), None);
+        let localhost = task(r#"{"id":"t","host":"localhost"}"#);
+        assert_eq!(
+            task_ip(&localhost, Mode::Host, &mut resolver).as_deref(),
+            Some("127.0.0.1")
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests that run the real `haproxy`.
+//!
+//! The built-in `HAPROXY_HEAD` needs root-owned paths (`/var/run/haproxy/socket`,
+//! `/var/state/haproxy/`, `/marathon-lb/*.lua`) and `/etc/ssl/cert.pem`. The tests run without
+//! root, so they use [`unprivileged_head`]: the built-in head with the stats socket and server
+//! state moved into a temp dir and the Lua scripts (and the stats routes to their services)
+//! left out. Everything else is the real default text.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A self-signed certificate + key for `localhost` (valid for 100 years), for every `crt` path.
+pub fn cert_pem() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/selfsigned.pem")
+}
+
+/// The built-in `HAPROXY_HEAD`, made usable by an unprivileged `haproxy -c` in `dir`.
+pub fn unprivileged_head(dir: &Path) -> String {
+    let head = marathon_lb::templates::default_head(None);
+    let mut out = String::new();
+    for line in head.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("lua-load ") || trimmed.contains("use-service lua.") {
+            continue;
+        }
+        if trimmed.starts_with("stats socket ") {
+            out.push_str(&format!(
+                "  stats socket {}/haproxy.sock expose-fd listeners\n",
+                dir.display()
+            ));
+        } else if trimmed.starts_with("server-state-base ") {
+            out.push_str(&format!("  server-state-base {}/\n", dir.display()));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(
+        out.contains("expose-fd listeners") && !out.contains("lua-load"),
+        "the built-in head changed shape:\n{out}"
+    );
+    out
+}
+
+/// Whether `haproxy` is on PATH. When it is not, prints a loud SKIP line for `test`.
+pub fn haproxy_available(test: &str) -> bool {
+    let found = Command::new("haproxy").arg("-v").output().is_ok();
+    if !found {
+        eprintln!(
+            "\n!!!!! SKIP {test}: `haproxy` is not on PATH; install it (apt-get install -y haproxy) \
+             to run the real `haproxy -c` checks !!!!!\n"
+        );
+    }
+    found
+}

@@ -20,6 +20,7 @@ use marathon_lb::run::{self, Memory};
 use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     if cli.longhelp {
         print!("{}", marathon_lb::longhelp::text());
@@ -98,7 +99,7 @@ async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow
             (body, format!("Marathon {}", client.current_host()))
         }
     };
-    let rendered = run::render_body(&body, &origin, config, templates, &mut Memory::default())?;
+    let rendered = run::render_body(body, &origin, config, templates, &mut Memory::default())?;
     if config.cli.dry {
         println!("{}", rendered.config);
         return Ok(());
@@ -243,5 +244,40 @@ async fn forward_signals(triggers: mpsc::UnboundedSender<Trigger>, stop: watch::
     let _ = stop.send(true);
 }
 
+/// mimalloc: the render path allocates millions of small strings; it is markedly faster there.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Makes mimalloc give freed memory back to the OS at once and commit arenas lazily, so peak
+/// RSS tracks live data (a 27 MB apps body is freed before rendering) instead of everything
+/// ever allocated. Option numbers are those of v3 `mimalloc.h` (the default build); the test
+/// below checks them against the documented defaults.
+mod allocator {
+    /// `mi_option_arena_eager_commit` (default 2).
+    pub const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    /// `mi_option_purge_delay` in ms (default 1000).
+    pub const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+    pub fn tune() {
+        // SAFETY: plain setters of mimalloc's global options; valid option ids (see the test).
+        unsafe {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn option_ids_match_the_linked_mimalloc() {
+            // SAFETY: read-only queries of global options.
+            let (eager, purge) = unsafe {
+                (
+                    libmimalloc_sys::mi_option_get(super::ARENA_EAGER_COMMIT),
+                    libmimalloc_sys::mi_option_get(super::PURGE_DELAY),
+                )
+            };
+            assert_eq!((eager, purge), (2, 1000), "mimalloc option ids changed");
+        }
+    }
+}

@@ -162,7 +162,7 @@ async fn pass(
     };
     let started = std::time::Instant::now();
     let result = tokio::task::block_in_place(|| {
-        let rendered = run::render_body(&body, &origin, config, templates, memory)?;
+        let rendered = run::render_body(body, &origin, config, templates, memory)?;
         let apps = count_apps(&rendered.config);
         run::apply(rendered, config).map(|outcome| (outcome, apps))
     });

@@ -73,19 +73,20 @@ pub fn read_apps_file(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-/// Parses, models and renders an apps body.
+/// Parses, models and renders an apps body. Pass the body by value to free it early.
 ///
 /// # Errors
 /// [`Error::Parse`], [`Error::Model`] or [`Error::Render`].
 pub fn render_body(
-    body: &[u8],
+    body: impl AsRef<[u8]>,
     origin: &str,
     config: &Config,
     templates: &Templates,
     memory: &mut Memory,
 ) -> Result<Rendered, Error> {
     let started = std::time::Instant::now();
-    let apps = AppsBody::parse(body)
+    let apps_bytes = body.as_ref().len();
+    let apps = AppsBody::parse(body.as_ref())
         .map_err(|source| Error::Parse {
             origin: origin.to_owned(),
             source,
@@ -99,9 +100,11 @@ pub fn render_body(
         &mut memory.health,
     )?;
     let modeled = started.elapsed();
+    // The services own what they need: free the body (often tens of MB) before rendering.
+    drop(body);
     let rendered = render::render(&services, templates, &config.render)?;
     tracing::debug!(
-        apps_bytes = body.len(),
+        apps_bytes,
         services = services.len(),
         parse_ms = parsed.as_secs_f64() * 1e3,
         model_ms = (modeled - parsed).as_secs_f64() * 1e3,

@@ -243,10 +243,23 @@ fn sorted_by_app_and_port(services: Vec<Service>) -> Vec<Service> {
         .map(|(i, s)| (s.app_id.as_str(), s.service_port, i))
         .collect();
     keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let order: Vec<usize> = keys.into_iter().map(|k| k.2).collect();
-    let mut slots: Vec<Option<Service>> = services.into_iter().map(Some).collect();
-    // `order` is a permutation of the indices, so every slot is taken exactly once.
-    order.into_iter().filter_map(|i| slots[i].take()).collect()
+    let mut order: Vec<usize> = keys.into_iter().map(|k| k.2).collect();
+    let mut services = services;
+    // Apply the permutation in place, cycle by cycle: no second copy of the services.
+    // `order[i]` is the index of the service that belongs at `i`; a done slot has order[i] == i.
+    for start in 0..order.len() {
+        let mut current = start;
+        while order[current] != current {
+            let next = order[current];
+            order[current] = current;
+            if next == start {
+                break;
+            }
+            services.swap(current, next);
+            current = next;
+        }
+    }
+    services
 }
 
 fn app_services(
@@ -683,5 +696,43 @@ mod tests {
         );
         assert_eq!(sibling_ranges(&services), [0..2, 0..2, 2..3]);
         assert_eq!(app_count(&services), 2);
+    }
+}
+
+#[cfg(test)]
+mod sort_tests {
+    use super::*;
+
+    #[test]
+    fn services_sort_by_app_then_port_stably() {
+        let input = [
+            ("/b", 2, 0),
+            ("/a", 9, 1),
+            ("/b", 1, 2),
+            ("/a", 9, 3),
+            ("/c", 0, 4),
+            ("/a", 1, 5),
+        ];
+        let services: Vec<Service> = input
+            .iter()
+            .map(|(id, port, tag)| {
+                let mut s = Service::new(id.to_string(), *port, None, false);
+                s.backend_weight = *tag;
+                s
+            })
+            .collect();
+        let sorted: Vec<(String, i64, i64)> = sorted_by_app_and_port(services)
+            .into_iter()
+            .map(|s| (s.app_id, s.service_port, s.backend_weight))
+            .collect();
+        let want = [
+            ("/a", 1, 5),
+            ("/a", 9, 1),
+            ("/a", 9, 3),
+            ("/b", 1, 2),
+            ("/b", 2, 0),
+            ("/c", 0, 4),
+        ];
+        assert_eq!(sorted, want.map(|(a, p, t)| (a.to_string(), p, t)));
     }
 }

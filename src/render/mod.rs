@@ -546,43 +546,62 @@ impl Renderer<'_> {
             _ => None,
         };
 
+        let fixed_args = fixed_port.as_ref().map(HealthCheckArgs::as_slice);
+        let server_template = service
+            .template(Name::BackendServerOptions)
+            .unwrap_or_else(|| self.templates.get(Name::BackendServerOptions));
+        // Reused across servers: a service can have thousands of them.
+        let (mut name, mut id, mut port, mut cookie, mut check_options) = (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        );
         let mut taken = HashSet::new();
         for (index, server) in service.backends.iter().enumerate() {
-            let name = if server.host != server.ip {
-                clean_name(&format!("{}_{}_{}", server.host, server.ip, server.port))
-            } else {
-                clean_name(&format!("{}_{}", server.ip, server.port))
-            };
-            let id = server_id(&name, &mut taken).to_string();
-            let mut check_options = String::new();
-            if let Some((hc, name, template)) = &server_check {
-                let per_server;
-                let args = match &fixed_port {
+            name.clear();
+            if server.host != server.ip {
+                push_clean(&mut name, &server.host);
+                name.push('_');
+            }
+            push_clean(&mut name, &server.ip);
+            name.push('_');
+            push_int(&mut name, server.port);
+            id.clear();
+            push_int(&mut id, i64::from(server_id(&name, &mut taken)));
+            port.clear();
+            push_int(&mut port, server.port);
+
+            check_options.clear();
+            if let Some((hc, template_name, template)) = &server_check {
+                let (per_server, per_server_args);
+                let args: &[(&str, &str)] = match &fixed_args {
                     Some(args) => args,
                     None => {
                         let port = self.health_check_port(service, siblings, index)?;
                         per_server = HealthCheckArgs::new(service, hc, Some(port))?;
-                        &per_server
+                        per_server_args = per_server.as_slice();
+                        &per_server_args
                     }
                 };
                 template
-                    .format_into(&mut check_options, &args.as_slice())
+                    .format_into(&mut check_options, args)
                     .map_err(|source| Error::Template {
                         app_id: Some(service.app_id.clone()),
-                        template: name.full_name(),
+                        template: template_name.full_name(),
                         label: service
-                            .template(*name)
-                            .map(|_| format!("HAPROXY_{{n}}_{}", name.spec().name)),
+                            .template(*template_name)
+                            .map(|_| format!("HAPROXY_{{n}}_{}", template_name.spec().name)),
                         source,
                     })?;
             }
-            let cookie = if service.sticky {
+            cookie.clear();
+            if service.sticky {
                 let digest = hex::encode(Sha1::digest(name.as_bytes()));
-                format!(" check cookie {}", &digest[..10])
-            } else {
-                String::new()
-            };
-            let port = server.port.to_string();
+                cookie.push_str(" check cookie ");
+                cookie.push_str(&digest[..10]);
+            }
             let args = [
                 ("host", server.host.as_str()),
                 ("host_ipv4", &server.ip),
@@ -596,8 +615,16 @@ impl Renderer<'_> {
                     if server.draining { " disabled" } else { "" },
                 ),
             ];
-            let opts = Name::BackendServerOptions;
-            self.format_service(backends, service, opts, opts, &args)?;
+            server_template
+                .format_into(backends, &args)
+                .map_err(|source| Error::Template {
+                    app_id: Some(service.app_id.clone()),
+                    template: Name::BackendServerOptions.full_name(),
+                    label: service
+                        .template(Name::BackendServerOptions)
+                        .map(|_| "HAPROXY_{n}_BACKEND_SERVER_OPTIONS".into()),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -631,6 +658,23 @@ impl Renderer<'_> {
             .map(|b| b.port)
             .ok_or_else(out_of_range)
     }
+}
+
+/// Appends `text` with every character outside `[a-zA-Z0-9-]` replaced by `_`.
+fn push_clean(out: &mut String, text: &str) {
+    out.extend(text.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            c
+        } else {
+            '_'
+        }
+    }));
+}
+
+/// Appends an integer in decimal.
+fn push_int(out: &mut String, value: i64) {
+    use std::fmt::Write;
+    let _ = write!(out, "{value}"); // writing to a String cannot fail
 }
 
 /// The placeholders of the health-check templates.

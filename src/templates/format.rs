@@ -94,21 +94,28 @@ fn closing_brace(s: &str) -> Option<usize> {
     None
 }
 
-fn lookup<'a>(field: &str, args: &[(&str, &'a str)]) -> Result<&'a str, FormatError> {
+/// The keyword a placeholder names (`name` or `name!s`), or why it is not supported.
+fn field_name(field: &str) -> Result<&str, FormatError> {
     let (name, conversion) = match field.split_once('!') {
         Some((name, conv)) => (name, Some(conv)),
         None => (field, None),
     };
-    if name.contains([':', '.', '[']) || conversion.is_some_and(|c| c != "s") {
+    let positional = name.is_empty() || name.bytes().all(|b| b.is_ascii_digit());
+    if positional || name.contains([':', '.', '[']) || conversion.is_some_and(|c| c != "s") {
         return Err(FormatError::Unsupported(field.to_owned()));
     }
-    if name.is_empty() || name.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(FormatError::Unsupported(field.to_owned()));
-    }
+    Ok(name)
+}
+
+fn value_of<'a>(name: &str, args: &[(&str, &'a str)]) -> Result<&'a str, FormatError> {
     args.iter()
         .find(|(key, _)| *key == name)
         .map(|(_, value)| *value)
         .ok_or_else(|| FormatError::UnknownPlaceholder(name.to_owned()))
+}
+
+fn lookup<'a>(field: &str, args: &[(&str, &'a str)]) -> Result<&'a str, FormatError> {
+    value_of(field_name(field)?, args)
 }
 
 #[cfg(test)]
@@ -167,7 +174,7 @@ enum Piece {
     Literal(usize, usize),
     /// A literal brace from `{{` or `}}`.
     Brace(char),
-    /// The placeholder named `text[start..end]`.
+    /// The placeholder whose keyword is `text[start..end]` (already validated).
     Field(usize, usize),
 }
 
@@ -195,7 +202,7 @@ impl Template {
             match *piece {
                 Piece::Literal(a, b) => out.push_str(&self.text[a..b]),
                 Piece::Brace(c) => out.push(c),
-                Piece::Field(a, b) => match lookup(&self.text[a..b], args) {
+                Piece::Field(a, b) => match value_of(&self.text[a..b], args) {
                     Ok(value) => out.push_str(value),
                     Err(e) => {
                         out.truncate(start);
@@ -232,11 +239,8 @@ fn parse(text: &str) -> Result<Vec<Piece>, FormatError> {
             b'{' => {
                 pieces.push(Piece::Literal(literal_start, i));
                 let end = closing_brace(&text[i + 1..]).ok_or(FormatError::UnclosedPlaceholder)?;
-                let field = &text[i + 1..i + 1 + end];
-                if field.is_empty() || field.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(FormatError::Unsupported(field.to_owned()));
-                }
-                pieces.push(Piece::Field(i + 1, i + 1 + end));
+                let name = field_name(&text[i + 1..i + 1 + end])?;
+                pieces.push(Piece::Field(i + 1, i + 1 + name.len()));
                 i += end + 2;
                 literal_start = i;
             }

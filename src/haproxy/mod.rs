@@ -6,6 +6,8 @@
 //! unvalidated reaches the disk by accident.
 
 mod apply;
+pub mod plan;
+pub mod runtime;
 mod validate;
 
 pub use apply::{apply, changed, reload, ApplyError, Paths};

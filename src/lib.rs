@@ -20,16 +20,21 @@
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
 //!   into passes, failures retried, status published.
+//! - [`admin`]: the admin HTTP server (`--admin-addr`): health, status JSON and page,
+//!   metrics, and the signal endpoints HAProxy's `:9090/_mlb_signal/*` forward to.
+//! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
 //! - [`fake_marathon`]: an in-process fake Marathon (REST + SSE + DC/OS login) for tests.
 //! - [`longhelp`]: `--longhelp`, every label and template.
 
+pub mod admin;
 pub mod compat;
 pub mod config;
 pub mod fake_marathon;
 pub mod haproxy;
 pub mod longhelp;
 pub mod marathon;
+pub mod metrics;
 pub mod model;
 pub mod reconcile;
 pub mod render;

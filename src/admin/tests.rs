@@ -1,0 +1,272 @@
+//! The admin server over real loopback HTTP (bound on `127.0.0.1:0`), plus the pure health rules.
+
+use std::time::UNIX_EPOCH;
+
+use super::*;
+
+/// A running admin server and the ends of its channels the tests drive.
+struct Harness {
+    base: String,
+    status: watch::Sender<Status>,
+    invalid: watch::Sender<Vec<InvalidApp>>,
+    triggers: mpsc::UnboundedReceiver<Trigger>,
+    metrics: Metrics,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+async fn start(with_invalid: bool) -> Harness {
+    let (status, status_rx) = watch::channel(Status::default());
+    let (invalid, invalid_rx) = watch::channel(Vec::new());
+    let (trigger_tx, triggers) = mpsc::unbounded_channel();
+    let metrics = Metrics::new();
+    let mut state = AdminState::new(status_rx, metrics.clone(), trigger_tx);
+    if with_invalid {
+        state = state.with_invalid_apps(invalid_rx);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(listener, state, async {
+        let _ = stopped.await;
+    }));
+    Harness {
+        base,
+        status,
+        invalid,
+        triggers,
+        metrics,
+        stop: Some(stop),
+        server,
+    }
+}
+
+impl Harness {
+    async fn get(&self, path: &str) -> (u16, String, String) {
+        let resp = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        answer(resp).await
+    }
+
+    async fn post(&self, path: &str) -> (u16, String, String) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        answer(resp).await
+    }
+}
+
+/// Status code, content type and body.
+async fn answer(resp: reqwest::Response) -> (u16, String, String) {
+    let code = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (code, ctype, resp.text().await.unwrap())
+}
+
+fn succeeded(at: SystemTime) -> Status {
+    Status {
+        passes: 3,
+        applies: 1,
+        last_success: Some(at),
+        last_apply: Some(at),
+        apps: 2,
+        marathon_connected: true,
+        ..Status::default()
+    }
+}
+
+#[test]
+fn health_rules() {
+    let now = SystemTime::now();
+    let grace = Duration::from_secs(60);
+    let failed = |since: u64| Status {
+        last_error: Some("Marathon down".into()),
+        ..succeeded(now - Duration::from_secs(since))
+    };
+    assert_eq!(
+        Health::of(&Status::default(), now, grace),
+        Health::Starting { error: None }
+    );
+    let first_failed = Status {
+        passes: 1,
+        last_error: Some("boom".into()),
+        ..Status::default()
+    };
+    assert!(!Health::of(&first_failed, now, grace).is_healthy());
+    assert_eq!(Health::of(&succeeded(now), now, grace), Health::Ok);
+    let degraded = Health::of(&failed(30), now, grace);
+    assert!(degraded.is_healthy(), "{degraded:?}");
+    assert!(degraded.describe().starts_with("ok"));
+    let failing = Health::of(&failed(61), now, grace);
+    assert!(!failing.is_healthy(), "{failing:?}");
+    assert!(failing.describe().contains("Marathon down"));
+    // A success stamped in the future (clock stepped back) counts as just now.
+    let future = Status {
+        last_error: Some("x".into()),
+        ..succeeded(now + Duration::from_secs(3600))
+    };
+    assert!(Health::of(&future, now, grace).is_healthy());
+}
+
+#[tokio::test]
+async fn healthz_follows_the_last_pass() {
+    let h = start(false).await;
+    let (code, _, body) = h.get("/healthz").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "starting: no pass has succeeded yet\n")
+    );
+
+    h.status.send_replace(succeeded(SystemTime::now()));
+    let (code, ctype, body) = h.get("/healthz").await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+
+    h.status.send_modify(|s| {
+        s.last_success = Some(SystemTime::now() - DEFAULT_FAILURE_GRACE * 2);
+        s.last_error = Some("cannot fetch apps: connection refused".into());
+    });
+    let (code, _, body) = h.get("/healthz").await;
+    assert_eq!(code, 503);
+    assert!(
+        body.starts_with("failing: ") && body.contains("connection refused"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn status_is_json_of_the_published_status() {
+    let h = start(false).await;
+    h.status.send_replace(Status {
+        last_error: Some("label <bad>".into()),
+        ..succeeded(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123))
+    });
+    let (code, ctype, body) = h.get("/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(ctype, "application/json");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["passes"], 3);
+    assert_eq!(json["applies"], 1);
+    assert_eq!(json["apps"], 2);
+    assert_eq!(json["marathon_connected"], true);
+    assert_eq!(json["last_apply"], "2023-11-14T22:13:20.123Z");
+    assert_eq!(json["last_error"], "label <bad>");
+    assert_eq!(json["healthy"], false);
+    assert!(json.get("invalid_apps").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn invalid_apps_are_listed_and_counted_when_published() {
+    let h = start(true).await;
+    h.invalid.send_replace(vec![InvalidApp {
+        app_id: "/web".into(),
+        error: "label HAPROXY_0_PORT=\"x\" is invalid".into(),
+    }]);
+    let (_, _, body) = h.get("/status").await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["invalid_apps"][0]["app_id"], "/web");
+    let (_, _, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("\nmarathon_lb_invalid_apps 1\n"),
+        "{metrics}"
+    );
+    let (_, _, page) = h.get("/").await;
+    assert!(page.contains("<td>/web</td>"), "{page}");
+    assert!(page.contains("HAPROXY_0_PORT=&quot;x&quot;"), "{page}");
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_text_with_status_gauges() {
+    let h = start(false).await;
+    h.status
+        .send_replace(succeeded(UNIX_EPOCH + Duration::from_secs(42)));
+    h.metrics.reload("config changed", true);
+    let (code, ctype, body) = h.get("/metrics").await;
+    assert_eq!(code, 200);
+    assert_eq!(ctype, metrics::CONTENT_TYPE);
+    for line in [
+        "marathon_lb_apps 2",
+        "marathon_lb_marathon_connected 1",
+        "marathon_lb_last_apply_timestamp_seconds 42.0",
+        "marathon_lb_reloads_total{reason=\"config changed\",result=\"ok\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line}:\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn signals_queue_triggers_and_need_post() {
+    let mut h = start(false).await;
+    let (code, _, body) = h.post("/signal/hup").await;
+    assert_eq!((code, body.as_str()), (200, "queued a resync (SIGHUP)\n"));
+    assert_eq!(h.triggers.try_recv(), Ok(Trigger::Resync));
+    let (code, _, _) = h.post("/signal/usr1").await;
+    assert_eq!(code, 200);
+    assert_eq!(h.triggers.try_recv(), Ok(Trigger::ReloadExisting));
+
+    let (code, _, _) = h.get("/signal/hup").await;
+    assert_eq!(code, 405);
+    assert!(h.triggers.try_recv().is_err());
+
+    h.triggers.close();
+    let (code, _, body) = h.post("/signal/hup").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "the reconcile loop is not running\n")
+    );
+}
+
+#[tokio::test]
+async fn page_is_an_escaped_html_table() {
+    let h = start(false).await;
+    h.status.send_replace(Status {
+        last_error: Some("<script>alert(1)</script>".into()),
+        ..succeeded(SystemTime::now())
+    });
+    let (code, ctype, page) = h.get("/").await;
+    assert_eq!(code, 200);
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert!(
+        page.contains("<tr><th>passes</th><td>3</td></tr>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(page.contains("action=\"/signal/hup\""), "{page}");
+    assert!(!page.contains("Invalid apps"), "{page}");
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server() {
+    let mut h = start(false).await;
+    h.stop.take().unwrap().send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), &mut h.server)
+        .await
+        .expect("server did not stop")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_taken_address_is_a_bind_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (_status, status_rx) = watch::channel(Status::default());
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let state = AdminState::new(status_rx, Metrics::new(), tx);
+    let err = serve(addr, state, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Bind { addr: a, .. } if a == addr),
+        "{err}"
+    );
+}

@@ -4,15 +4,15 @@
 //! deterministic: the same services and templates always give the same bytes, identical to
 //! what marathon-lb 1.x writes. Runs in time linear in the number of services and tasks.
 
+mod service;
 mod vhost;
 
 use std::collections::{BTreeMap, HashSet};
 
-use sha1::{Digest, Sha1};
-
-use crate::compat::{clean_name, number_str, server_id};
+use crate::compat::clean_name;
 use crate::model::{sibling_ranges, Service};
 use crate::templates::{FormatError, Name, Template, Templates};
+use service::{Sections, Selected};
 use vhost::{GroupedVhost, MapRulesEmitted};
 
 /// Why a config could not be rendered. The original aborts the run on all of these.
@@ -51,6 +51,9 @@ pub enum Error {
         field: &'static str,
     },
 }
+
+/// Below this many services per thread, rendering in parallel costs more than it saves.
+const PARALLEL_CHUNK: usize = 2000;
 
 /// Render options from the command line.
 #[derive(Debug, Clone)]
@@ -123,13 +126,26 @@ pub fn render(
     templates: &Templates,
     options: &Options,
 ) -> Result<Rendered, Error> {
-    Renderer { templates, options }.render(services)
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    Renderer {
+        templates,
+        options,
+        workers,
+        min_chunk: PARALLEL_CHUNK,
+    }
+    .render(services)
 }
 
 /// Borrowed inputs of one render.
 pub(crate) struct Renderer<'a> {
     templates: &'a Templates,
     options: &'a Options,
+    /// Threads for the per-service sections.
+    workers: usize,
+    /// Fewest services a thread is given.
+    min_chunk: usize,
 }
 
 impl Renderer<'_> {
@@ -215,9 +231,49 @@ impl Renderer<'_> {
             }
         }
 
-        let mut userlists = String::new();
-        let mut frontends = String::with_capacity(services.len() * 128);
-        let mut backends = String::with_capacity(services.len() * 512);
+        let siblings = sibling_ranges(services);
+        let selected: Vec<Selected<'_>> = services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.in_groups(&opts.groups) && s.enabled && !s.backends.is_empty())
+            .map(|(index, service)| {
+                let app_path = service
+                    .app_id
+                    .get(1..)
+                    .unwrap_or_default()
+                    .replace('/', "_");
+                let has_vhost = service.hostname.as_deref().is_some_and(|h| !h.is_empty());
+                let mode =
+                    service
+                        .mode
+                        .as_deref()
+                        .unwrap_or(if has_vhost { "http" } else { "tcp" });
+                Selected {
+                    index,
+                    service,
+                    backend: format!("{app_path}_{}", service.service_port),
+                    mode,
+                }
+            })
+            .collect();
+
+        // The per-service sections are independent: render them in parallel chunks.
+        let siblings = &siblings;
+        let sections = std::thread::scope(|scope| {
+            let chunk = selected
+                .len()
+                .div_ceil(self.workers.max(1))
+                .max(self.min_chunk.max(1));
+            let handles: Vec<_> = selected
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.sections(part, services, siblings)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Vec<_>>()
+        });
+
         let mut appid_frontends = String::from(self.templates.global(Name::HttpFrontendAppidHead));
         let mut appids_seen: HashSet<&str> = HashSet::new();
         let mut http_rules: Vec<(i64, String)> = Vec::new();
@@ -225,162 +281,56 @@ impl Renderer<'_> {
         let mut grouped: BTreeMap<String, GroupedVhost> = BTreeMap::new();
         let mut emitted = MapRulesEmitted::default();
         let mut maps = Maps::default();
-        let siblings = sibling_ranges(services);
-
-        for (index, service) in services.iter().enumerate() {
-            if !service.in_groups(&opts.groups) || !service.enabled || service.backends.is_empty() {
-                continue;
-            }
-            let app_path = service
-                .app_id
-                .get(1..)
-                .unwrap_or_default()
-                .replace('/', "_");
-            let backend = format!("{app_path}_{}", service.service_port);
-            let hostname = service.hostname.as_deref().filter(|h| !h.is_empty());
-            let mode =
-                service
-                    .mode
-                    .as_deref()
-                    .unwrap_or(if hostname.is_some() { "http" } else { "tcp" });
-            let port = service.service_port.to_string();
-
-            if let Some(auth) = &service.auth {
-                if !auth.user.is_empty() {
-                    let args = [
-                        ("backend", backend.as_str()),
-                        ("user", &auth.user),
-                        ("passwd", &auth.password),
-                    ];
-                    self.format_service(
-                        &mut userlists,
-                        service,
-                        Name::UserlistHead,
-                        Name::UserlistHead,
-                        &args,
-                    )?;
+        let mut shared_rules = || -> Result<(), (usize, Error)> {
+            for s in &selected {
+                let fail = |e| (s.index, e);
+                let service = s.service;
+                if opts.bind_http_https
+                    && service.hostname.as_deref().is_some_and(|h| !h.is_empty())
+                {
+                    let rules = self
+                        .vhost_rules(service, &s.backend, &mut emitted, &mut maps, &mut grouped)
+                        .map_err(fail)?;
+                    http_rules.push((rules.weight, rules.http));
+                    https_rules.push((rules.weight, rules.https));
+                }
+                if s.mode == "http" && appids_seen.insert(&service.app_id) {
+                    self.appid_rule(&mut appid_frontends, &mut emitted, &mut maps, s)
+                        .map_err(fail)?;
                 }
             }
-            let ssl_cert = service
-                .ssl_cert
-                .as_deref()
-                .filter(|c| !c.is_empty())
-                .map(|c| format!(" ssl crt {c}"));
-            let bind_options = service
-                .bind_options
-                .as_deref()
-                .filter(|o| !o.is_empty())
-                .map(|o| format!(" {o}"));
-            let args = [
-                ("bindAddr", service.bind_addr.as_str()),
-                ("backend", &backend),
-                ("servicePort", &port),
-                ("mode", mode),
-                ("sslCert", ssl_cert.as_deref().unwrap_or("")),
-                ("bindOptions", bind_options.as_deref().unwrap_or("")),
-            ];
-            self.format_service(
-                &mut frontends,
-                service,
-                Name::FrontendHead,
-                Name::FrontendHead,
-                &args,
-            )?;
-            let args = [
-                ("backend", backend.as_str()),
-                ("balance", &service.balance),
-                ("mode", mode),
-            ];
-            self.format_service(
-                &mut backends,
-                service,
-                Name::BackendHead,
-                Name::BackendHead,
-                &args,
-            )?;
-
-            if opts.bind_http_https && hostname.is_some() {
-                let rules =
-                    self.vhost_rules(service, &backend, &mut emitted, &mut maps, &mut grouped)?;
-                http_rules.push((rules.weight, rules.http));
-                https_rules.push((rules.weight, rules.https));
-            }
-
-            if mode == "http" && appids_seen.insert(&service.app_id) {
-                if opts.haproxy_map {
-                    if !emitted.appid {
-                        let args = [("haproxy_dir", opts.haproxy_dir.as_str())];
-                        let label = Name::HttpFrontendAppidAcl;
-                        self.format_service(
-                            &mut appid_frontends,
-                            service,
-                            label,
-                            Name::MapHttpFrontendAppidAcl,
-                            &args,
-                        )?;
-                        emitted.appid = true;
+            Ok(())
+        };
+        let shared = shared_rules();
+        // The first error in service order wins, as in the original's single loop.
+        let mut errors: Vec<(usize, Error)> = Vec::new();
+        let mut all = Sections::default();
+        for part in sections {
+            match part {
+                Ok(part) => {
+                    all.userlists.push_str(&part.userlists);
+                    if all.frontends.is_empty() {
+                        all.frontends = part.frontends;
+                        all.backends = part.backends;
+                    } else {
+                        all.frontends.push_str(&part.frontends);
+                        all.backends.push_str(&part.backends);
                     }
-                    maps.app.add(&service.app_id, &backend);
-                } else {
-                    let args = [
-                        ("cleanedUpAppId", clean_name(&service.app_id)),
-                        (
-                            "hostname",
-                            service.hostname.clone().unwrap_or_else(|| "None".into()),
-                        ),
-                        ("appId", service.app_id.clone()),
-                        ("backend", backend.clone()),
-                    ];
-                    let args: Vec<(&str, &str)> =
-                        args.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    let name = Name::HttpFrontendAppidAcl;
-                    self.format_service(&mut appid_frontends, service, name, name, &args)?;
                 }
+                Err(e) => errors.push(e),
             }
-
-            if mode == "http" {
-                self.http_backend_options(&mut backends, service)?;
-            }
-            if let Some(networks) = service.network_allowed.as_deref().filter(|n| !n.is_empty()) {
-                let names = match mode {
-                    "http" => Some((
-                        Name::HttpBackendNetworkAllowedAcl,
-                        Name::HttpBackendAclAllowDeny,
-                    )),
-                    "tcp" => Some((
-                        Name::TcpBackendNetworkAllowedAcl,
-                        Name::TcpBackendAclAllowDeny,
-                    )),
-                    _ => None,
-                };
-                if let Some((acl, allow_deny)) = names {
-                    for network in networks.split_whitespace() {
-                        self.format_service(
-                            &mut backends,
-                            service,
-                            acl,
-                            acl,
-                            &[("network_allowed", network)],
-                        )?;
-                    }
-                    backends.push_str(self.templates.global(allow_deny));
-                }
-            }
-            if service.sticky {
-                backends.push_str(self.verbatim(service, Name::BackendStickyOptions));
-            }
-            let glue = Name::FrontendBackendGlue;
-            self.format_service(
-                &mut frontends,
-                service,
-                glue,
-                glue,
-                &[("backend", &backend)],
-            )?;
-
-            let siblings = &services[siblings[index].clone()];
-            self.servers(&mut backends, service, mode, siblings)?;
         }
+        if let Err(e) = shared {
+            errors.push(e);
+        }
+        if let Some((_, first)) = errors.into_iter().min_by_key(|(i, _)| *i) {
+            return Err(first);
+        }
+        let Sections {
+            userlists,
+            frontends,
+            backends,
+        } = all;
 
         // Stable sorts: equal weights keep (app id, service port) order.
         http_rules.sort_by_key(|rule| std::cmp::Reverse(rule.0));
@@ -451,296 +401,104 @@ impl Renderer<'_> {
         })
     }
 
-    /// HSTS, forwarding headers, and the proxy-pass / reverse-proxy / redirect glue of http backends.
-    fn http_backend_options(&self, backends: &mut String, service: &Service) -> Result<(), Error> {
-        if service.use_hsts {
-            backends.push_str(self.verbatim(service, Name::BackendHstsOptions));
-        }
-        backends.push_str(self.verbatim(service, Name::BackendHttpOptions));
-        let hostname = service.hostname.as_deref().unwrap_or("None");
-        if let Some(proxypath) = service.proxypath.as_deref().filter(|p| !p.is_empty()) {
-            let name = Name::HttpBackendProxypassGlue;
-            self.format_service(
-                backends,
-                service,
-                name,
-                name,
-                &[("hostname", hostname), ("proxypath", proxypath)],
-            )?;
-        }
-        if let Some(rootpath) = service.revproxypath.as_deref().filter(|p| !p.is_empty()) {
-            let name = Name::HttpBackendRevproxyGlue;
-            self.format_service(
-                backends,
-                service,
-                name,
-                name,
-                &[("hostname", hostname), ("rootpath", rootpath)],
-            )?;
-        }
-        if let Some(redirpath) = service.redirpath.as_deref().filter(|p| !p.is_empty()) {
-            // Never overridden per app: the label of this name is the redirect path itself.
-            let args = [("hostname", hostname), ("redirpath", redirpath)];
-            self.templates
-                .get(Name::HttpBackendRedir)
-                .format_into(backends, &args)
-                .map_err(|source| Error::Template {
-                    app_id: Some(service.app_id.clone()),
-                    template: Name::HttpBackendRedir.full_name(),
-                    label: None,
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
-    /// The health-check options and `server` lines of one backend.
-    fn servers(
+    /// The `marathon_http_appid_in` rule of an app's first http service (or its map row).
+    fn appid_rule(
         &self,
-        backends: &mut String,
-        service: &Service,
-        mode: &str,
-        siblings: &[Service],
+        appid_frontends: &mut String,
+        emitted: &mut MapRulesEmitted,
+        maps: &mut Maps,
+        s: &Selected<'_>,
     ) -> Result<(), Error> {
-        let check = service.health_check.as_ref().map(|hc| {
-            let protocol = hc.protocol.as_deref().unwrap_or_default();
-            let tcp = mode == "tcp" || protocol == "TCP" || protocol == "MESOS_TCP";
-            (hc, tcp)
-        });
-        if let Some((hc, tcp)) = check {
-            let name = if tcp {
-                Some(Name::BackendTcpHealthcheckOptions)
-            } else if mode == "http" {
-                Some(Name::BackendHttpHealthcheckOptions)
-            } else {
-                None
-            };
-            if let Some(name) = name {
-                let text = self.verbatim(service, name);
-                if !text.is_empty() {
-                    let port = self.health_check_port(service, siblings, 0)?;
-                    let args = HealthCheckArgs::new(service, hc, Some(port))?;
-                    self.format_service(backends, service, name, name, &args.as_slice())?;
-                }
+        let service = s.service;
+        if self.options.haproxy_map {
+            if !emitted.appid {
+                let args = [("haproxy_dir", self.options.haproxy_dir.as_str())];
+                let label = Name::HttpFrontendAppidAcl;
+                self.format_service(
+                    appid_frontends,
+                    service,
+                    label,
+                    Name::MapHttpFrontendAppidAcl,
+                    &args,
+                )?;
+                emitted.appid = true;
             }
+            maps.app.add(&service.app_id, &s.backend);
+            return Ok(());
         }
-
-        // The server-level check options are stripped and prefixed with one space, once.
-        let server_check = match check {
-            Some((hc, true)) => Some((hc, Name::BackendServerTcpHealthcheckOptions)),
-            Some((hc, false)) if mode == "http" => {
-                Some((hc, Name::BackendServerHttpHealthcheckOptions))
-            }
-            _ => None,
-        }
-        .and_then(|(hc, name)| {
-            let text = self.verbatim(service, name).trim();
-            (!text.is_empty()).then(|| (hc, name, Template::new(format!(" {text}"))))
-        });
-        let fixed_port = match (&server_check, service.healthcheck_port_index) {
-            (Some((hc, _, _)), None) => Some(HealthCheckArgs::new(
-                service,
-                hc,
-                hc.port.as_ref().and_then(|p| p.as_i64()),
-            )?),
-            _ => None,
-        };
-
-        let fixed_args = fixed_port.as_ref().map(HealthCheckArgs::as_slice);
-        let server_template = service
-            .template(Name::BackendServerOptions)
-            .unwrap_or_else(|| self.templates.get(Name::BackendServerOptions));
-        // Reused across servers: a service can have thousands of them.
-        let (mut name, mut id, mut port, mut cookie, mut check_options) = (
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        );
-        let mut taken = HashSet::new();
-        for (index, server) in service.backends.iter().enumerate() {
-            name.clear();
-            if server.host != server.ip {
-                push_clean(&mut name, &server.host);
-                name.push('_');
-            }
-            push_clean(&mut name, &server.ip);
-            name.push('_');
-            push_int(&mut name, server.port);
-            id.clear();
-            push_int(&mut id, i64::from(server_id(&name, &mut taken)));
-            port.clear();
-            push_int(&mut port, server.port);
-
-            check_options.clear();
-            if let Some((hc, template_name, template)) = &server_check {
-                let (per_server, per_server_args);
-                let args: &[(&str, &str)] = match &fixed_args {
-                    Some(args) => args,
-                    None => {
-                        let port = self.health_check_port(service, siblings, index)?;
-                        per_server = HealthCheckArgs::new(service, hc, Some(port))?;
-                        per_server_args = per_server.as_slice();
-                        &per_server_args
-                    }
-                };
-                template
-                    .format_into(&mut check_options, args)
-                    .map_err(|source| Error::Template {
-                        app_id: Some(service.app_id.clone()),
-                        template: template_name.full_name(),
-                        label: service
-                            .template(*template_name)
-                            .map(|_| format!("HAPROXY_{{n}}_{}", template_name.spec().name)),
-                        source,
-                    })?;
-            }
-            cookie.clear();
-            if service.sticky {
-                let digest = hex::encode(Sha1::digest(name.as_bytes()));
-                cookie.push_str(" check cookie ");
-                cookie.push_str(&digest[..10]);
-            }
-            let args = [
-                ("host", server.host.as_str()),
-                ("host_ipv4", &server.ip),
-                ("port", &port),
-                ("serverName", &name),
-                ("serverId", &id),
-                ("cookieOptions", &cookie),
-                ("healthCheckOptions", &check_options),
-                (
-                    "otherOptions",
-                    if server.draining { " disabled" } else { "" },
-                ),
-            ];
-            server_template
-                .format_into(backends, &args)
-                .map_err(|source| Error::Template {
-                    app_id: Some(service.app_id.clone()),
-                    template: Name::BackendServerOptions.full_name(),
-                    label: service
-                        .template(Name::BackendServerOptions)
-                        .map(|_| "HAPROXY_{n}_BACKEND_SERVER_OPTIONS".into()),
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
-    /// The port to health-check backend `index` on: the same-index backend of the service
-    /// named by `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX` (Python indexing), else its own.
-    fn health_check_port(
-        &self,
-        service: &Service,
-        siblings: &[Service],
-        index: usize,
-    ) -> Result<i64, Error> {
-        let out_of_range = || Error::HealthCheckPortIndex {
-            app_id: service.app_id.clone(),
-            index: service.healthcheck_port_index.unwrap_or_default(),
-        };
-        let target = match service.healthcheck_port_index {
-            Some(i) if i.unsigned_abs() as usize <= siblings.len() => {
-                let n = siblings.len() as i64;
-                let resolved = if i < 0 { i + n } else { i };
-                if resolved < 0 || resolved >= n {
-                    return Err(out_of_range());
-                }
-                &siblings[resolved as usize]
-            }
-            _ => service,
-        };
-        target
-            .backends
-            .get(index)
-            .map(|b| b.port)
-            .ok_or_else(out_of_range)
+        let cleaned = clean_name(&service.app_id);
+        let args = [
+            ("cleanedUpAppId", cleaned.as_str()),
+            ("hostname", service.hostname.as_deref().unwrap_or("None")),
+            ("appId", &service.app_id),
+            ("backend", &s.backend),
+        ];
+        let name = Name::HttpFrontendAppidAcl;
+        self.format_service(appid_frontends, service, name, name, &args)
     }
 }
 
-/// Appends `text` with every character outside `[a-zA-Z0-9-]` replaced by `_`.
-fn push_clean(out: &mut String, text: &str) {
-    out.extend(text.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '-' {
-            c
-        } else {
-            '_'
-        }
-    }));
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::marathon::types::AppsBody;
+    use crate::model::{self, network::Resolver, HealthMemory};
 
-/// Appends an integer in decimal.
-fn push_int(out: &mut String, value: i64) {
-    use std::fmt::Write;
-    let _ = write!(out, "{value}"); // writing to a String cannot fail
-}
-
-/// The placeholders of the health-check templates.
-struct HealthCheckArgs {
-    values: Vec<(&'static str, String)>,
-}
-
-impl HealthCheckArgs {
-    fn new(
-        service: &Service,
-        hc: &crate::marathon::types::HealthCheck,
-        port: Option<i64>,
-    ) -> Result<Self, Error> {
-        fn need<'n>(
-            value: &'n Option<serde_json::Number>,
-            field: &'static str,
-            app: &str,
-        ) -> Result<&'n serde_json::Number, Error> {
-            value.as_ref().ok_or_else(|| Error::HealthCheckField {
-                app_id: app.to_owned(),
-                field,
+    /// Many apps with vhosts, auth, sticky sessions and checks, as one apps body.
+    fn apps_body(n: usize) -> String {
+        let apps: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"/team{t}/app{i}","labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_VHOST":"app{i}.example.com","HAPROXY_0_STICKY":"{sticky}","HAPROXY_0_AUTH":"realm:u{i}:p"}},
+                      "portDefinitions":[{{"port":{port}}}],"healthChecks":[{{"protocol":"HTTP","portIndex":0,"path":"/h","timeoutSeconds":5,"intervalSeconds":10,"gracePeriodSeconds":300,"maxConsecutiveFailures":3}}],
+                      "tasks":[{{"id":"t{i}a","host":"10.0.{a}.{b}","ports":[31000]}},{{"id":"t{i}b","host":"10.1.{a}.{b}","ports":[31001]}}]}}"#,
+                    t = i % 7,
+                    sticky = i % 3 == 0,
+                    port = 10000 + i,
+                    a = i / 250,
+                    b = i % 250,
+                )
             })
-        }
-        let app = service.app_id.as_str();
-        let protocol = hc.protocol.clone().ok_or_else(|| Error::HealthCheckField {
-            app_id: service.app_id.clone(),
-            field: "protocol",
-        })?;
-        let timeout = number_str(need(&hc.timeout_seconds, "timeoutSeconds", app)?);
-        let interval = number_str(need(&hc.interval_seconds, "intervalSeconds", app)?);
-        let grace = number_str(need(&hc.grace_period_seconds, "gracePeriodSeconds", app)?);
-        let failures = need(&hc.max_consecutive_failures, "maxConsecutiveFailures", app)?;
-        let falls = match failures.as_i64() {
-            Some(n) if !failures.is_f64() => (n + 1).to_string(),
-            _ => crate::compat::float_str(failures.as_f64().unwrap_or_default() + 1.0),
-        };
-        let port_str = port.map_or_else(|| "None".to_string(), |p| p.to_string());
-        let port_options = match port {
-            Some(p) if p != 0 => format!(" port {p}"),
-            _ => String::new(),
-        };
-        Ok(Self {
-            values: vec![
-                (
-                    "healthCheckPortIndex",
-                    hc.port_index
-                        .as_ref()
-                        .map_or_else(|| "None".into(), number_str),
-                ),
-                ("healthCheckPort", port_str),
-                ("healthCheckProtocol", protocol),
-                (
-                    "healthCheckPath",
-                    hc.path.clone().unwrap_or_else(|| "/".into()),
-                ),
-                ("healthCheckTimeoutSeconds", timeout),
-                ("healthCheckIntervalSeconds", interval),
-                ("healthCheckGracePeriodSeconds", grace),
-                ("healthCheckMaxConsecutiveFailures", number_str(failures)),
-                ("healthCheckFalls", falls),
-                ("healthCheckPortOptions", port_options),
-            ],
-        })
+            .collect();
+        format!(r#"{{"apps":[{}]}}"#, apps.join(","))
     }
 
-    fn as_slice(&self) -> Vec<(&str, &str)> {
-        self.values.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    #[test]
+    fn parallel_sections_equal_a_single_thread_render() {
+        let body = apps_body(900);
+        let apps = AppsBody::parse(body.as_bytes()).unwrap().apps;
+        let services = model::build(
+            apps,
+            &model::Options::default(),
+            &mut Resolver::default(),
+            &mut HealthMemory::default(),
+        )
+        .unwrap();
+        let templates = Templates::builtin();
+        for haproxy_map in [false, true] {
+            let options = Options {
+                groups: vec!["external".into()],
+                bind_http_https: true,
+                ssl_certs: "/etc/ssl/cert.pem".into(),
+                haproxy_map,
+                haproxy_dir: "/etc/haproxy".into(),
+                group_https_by_vhost: false,
+            };
+            let render_with = |workers, min_chunk| {
+                Renderer {
+                    templates: &templates,
+                    options: &options,
+                    workers,
+                    min_chunk,
+                }
+                .render(&services)
+                .unwrap()
+            };
+            let single = render_with(1, usize::MAX);
+            let parallel = render_with(4, 100);
+            assert!(single.config.contains("backend team0_app0_10000"));
+            assert_eq!(single.config, parallel.config);
+            assert_eq!(single.domain_map, parallel.domain_map);
+        }
     }
 }

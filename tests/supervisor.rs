@@ -225,6 +225,38 @@ async fn reload_serves_the_new_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reloads_run_one_after_the_other() {
+    if !haproxy_available("concurrent_reloads_run_one_after_the_other") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.write_config(named_echo("A").await);
+    let sup = Supervisor::start(sandbox.supervisor_config(Some(Duration::from_secs(5))))
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        sup.reload(ReloadReason::NewApp),
+        sup.reload(ReloadReason::RemovedApp)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (first, second) = if b.old_workers.contains(&a.new_worker) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(second.old_workers, vec![first.new_worker]);
+    assert!(sup
+        .show_proc()
+        .await
+        .unwrap()
+        .is_current_worker(second.new_worker));
+    let status = status(&sup);
+    assert_eq!(status.loads[&ReloadReason::NewApp], 1);
+    assert_eq!(status.loads[&ReloadReason::RemovedApp], 1);
+    sup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_reload_is_reported_and_the_old_worker_keeps_serving() {
     if !haproxy_available("a_rejected_reload_is_reported_and_the_old_worker_keeps_serving") {
         return;

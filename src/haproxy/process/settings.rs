@@ -123,7 +123,7 @@ pub struct SupervisorConfig {
     pub max_reload_retries: Retries,
     /// How long a (re)start may take until `show proc` lists a worker.
     pub start_timeout: Duration,
-    /// How long [`Supervisor::stop`] waits after SIGUSR1 before SIGTERM.
+    /// How long [`Supervisor::stop`](super::Supervisor::stop) waits after SIGUSR1 before SIGTERM.
     pub stop_timeout: Duration,
     /// Delay before the first restart of a dead master (doubled while it keeps dying).
     pub restart_delay: Duration,

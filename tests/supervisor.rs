@@ -414,6 +414,11 @@ async fn stop_leaves_no_haproxy_process() {
         pids.iter().filter(|&&p| !gone(p)).collect::<Vec<_>>()
     );
     assert!(!socket_answers(&sandbox.dir.path().join("master.sock")).await);
+    assert!(matches!(
+        sup.reload(ReloadReason::ManualSignal).await,
+        Err(Error::NotRunning)
+    ));
+    sup.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,8 @@ pub enum Error {
         /// Its output.
         output: String,
     },
-    /// No master is running (it died and is being restarted, or was stopped).
+    /// No master is running: it died and a restart (which loads the config on disk) is
+    /// pending, or it was stopped.
     #[error("haproxy is not running")]
     NotRunning,
     /// `show proc` failed.
@@ -144,7 +145,7 @@ pub struct Supervisor {
     /// Tells the monitor task to stop HAProxy.
     stop: watch::Sender<Stop>,
     /// The monitor task; `None` once stopped.
-    monitor: Option<JoinHandle<()>>,
+    monitor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Supervisor {
@@ -172,7 +173,7 @@ impl Supervisor {
         Ok(Self {
             shared,
             stop,
-            monitor: Some(monitor),
+            monitor: Mutex::new(Some(monitor)),
         })
     }
 
@@ -203,6 +204,7 @@ impl Supervisor {
                     })
                 }
                 Err(Attempt::MasterGone) => break Err(Error::MasterExited { reason }),
+                Err(Attempt::NotRunning) => break Err(Error::NotRunning),
                 Err(failure) => failure,
             };
             if !config.max_reload_retries.allow(attempts - 1) {
@@ -246,7 +248,7 @@ impl Supervisor {
     /// One `reload` on the master CLI, then `show proc` until the result shows.
     async fn reload_once(&self, deadline: Instant) -> Result<(Vec<u32>, u32), Attempt> {
         let shared = &self.shared;
-        let pid = self.master_pid().ok_or(Attempt::MasterGone)?;
+        let pid = self.master_pid().ok_or(Attempt::NotRunning)?;
         let before = shared.cli.show_proc().await.map_err(Attempt::Cli)?;
         let mark = shared.output.mark();
         match shared.cli.reload().await.map_err(Attempt::Cli)? {
@@ -337,10 +339,18 @@ impl Supervisor {
 
     /// Stops HAProxy gracefully: SIGUSR1 (workers finish their connections, bounded by the
     /// drain timeout), then SIGTERM after `stop_timeout`, then SIGKILL. Waits until the
-    /// master has exited and will not restart it.
-    pub async fn stop(mut self) {
-        self.stop.send_replace(Stop::Graceful);
-        if let Some(monitor) = self.monitor.take() {
+    /// master has exited and will not restart it. Later reloads return
+    /// [`Error::NotRunning`]; a second call returns at once.
+    pub async fn stop(&self) {
+        let mut monitor = self.monitor.lock().await;
+        self.stop.send_if_modified(|stop| {
+            let run = *stop == Stop::Run;
+            if run {
+                *stop = Stop::Graceful;
+            }
+            run
+        });
+        if let Some(monitor) = monitor.take() {
             if let Err(e) = monitor.await {
                 tracing::error!(error = %e, "haproxy monitor task failed");
             }
@@ -350,7 +360,7 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        if self.monitor.is_none() {
+        if self.monitor.get_mut().is_none() {
             return;
         }
         // The monitor task sees this and reaps the master. If the runtime is shutting down
@@ -374,4 +384,18 @@ enum Attempt {
     Cli(CliError),
     #[error("the master exited")]
     MasterGone,
+    #[error("no master is running")]
+    NotRunning,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_supervisor_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Supervisor>();
+        shareable::<Arc<Supervisor>>();
+    }
 }

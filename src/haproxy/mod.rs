@@ -6,7 +6,10 @@
 //! unvalidated reaches the disk by accident.
 
 mod apply;
+pub mod isolate;
 mod validate;
 
 pub use apply::{apply, changed, reload, ApplyError, Paths};
-pub use validate::{validate, validate_file, ValidateError, Validated};
+pub use validate::{
+    validate, validate_file, validate_verbose, ValidateError, ValidateOutput, Validated,
+};

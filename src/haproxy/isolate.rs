@@ -245,7 +245,8 @@ where
             for hit in index.attribute(line) {
                 let app = self.app_of[hit.service];
                 if !found.iter().any(|(a, _)| *a == app) {
-                    found.push((app, self.explain(app, Some(hit), line)));
+                    let rules = index.rules_of(line, hit.service);
+                    found.push((app, self.explain(app, Some(hit), line, &rules)));
                 }
             }
         }
@@ -333,17 +334,20 @@ where
                 .into_iter()
                 .find(|h| self.app_of[h.service] == app)
             {
-                return self.explain(app, Some(hit), line);
+                let rules = index.rules_of(line, hit.service);
+                return self.explain(app, Some(hit), line, &rules);
             }
         }
         let line = lines.first().copied().unwrap_or(failure.alerts.trim());
-        self.explain(app, None, line)
+        self.explain(app, None, line, &[])
     }
 
-    /// A [`RejectedApp`] for `app`, failing with `line` (about `hit`, when known).
-    fn explain(&self, app: usize, hit: Option<Hit<'_>>, line: &str) -> RejectedApp {
+    /// A [`RejectedApp`] for `app`, failing with `line` (about `hit`, when known; `rules` are
+    /// the app's rules in the shared sections the line points at).
+    fn explain(&self, app: usize, hit: Option<Hit<'_>>, line: &str, rules: &[&str]) -> RejectedApp {
         let services = &self.apps[app];
-        let texts = [line, hit.and_then(|h| h.line).unwrap_or_default()];
+        let mut texts = vec![line, hit.and_then(|h| h.line).unwrap_or_default()];
+        texts.extend_from_slice(rules);
         let mut labels: BTreeSet<&str> = services
             .iter()
             .flat_map(|&s| &self.services[s].labels)
@@ -362,7 +366,7 @@ where
         RejectedApp {
             app_id: self.services[services[0]].app_id.clone(),
             labels: labels.into_iter().map(str::to_owned).collect(),
-            error_line: line.trim().to_owned(),
+            error_line: without_pid(line),
         }
     }
 
@@ -374,14 +378,14 @@ where
         for line in &output.warnings {
             let hits = index.attribute(line);
             if hits.is_empty() {
-                others.push(line.trim().to_owned());
+                others.push(without_pid(line));
             }
             let mut apps: Vec<usize> = hits.iter().map(|h| self.app_of[h.service]).collect();
             apps.dedup();
             for app in apps {
                 about_apps.push(AppWarning {
                     app_id: self.services[self.apps[app][0]].app_id.clone(),
-                    line: line.trim().to_owned(),
+                    line: without_pid(line),
                 });
             }
         }
@@ -399,6 +403,25 @@ fn alert_lines(alerts: &str) -> Vec<&str> {
                 && !l.trim().is_empty()
         })
         .collect()
+}
+
+/// A line of HAProxy's output without its padding and process id (`[ALERT]    (123) : config
+/// : ...` -> `[ALERT] config : ...`), so the same problem reads the same on every pass.
+fn without_pid(line: &str) -> String {
+    let line = line.trim();
+    let Some(close) = line.find(']').filter(|_| line.starts_with('[')) else {
+        return line.to_owned();
+    };
+    let (tag, rest) = line.split_at(close + 1);
+    let rest = rest.trim_start();
+    let rest = rest
+        .strip_prefix('(')
+        .and_then(|r| r.split_once(')'))
+        .filter(|(pid, _)| pid.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(rest, |(_, after)| {
+            after.trim_start().trim_start_matches(':').trim_start()
+        });
+    format!("{tag} {rest}")
 }
 
 /// Whether a label value shows in one of `texts`: some line of it (at least 3 characters),

@@ -110,6 +110,37 @@ impl<'a> Index<'a> {
         hits
     }
 
+    /// The rule blocks of `service` in the shared sections `message` points at (the `acl`
+    /// lines and the `use_backend` line routing to it): the vhost, path and mode of a service
+    /// show there, not in its own sections.
+    pub fn rules_of(&self, message: &str, service: usize) -> Vec<&'a str> {
+        let mut rules = Vec::new();
+        for (_, line) in references(message) {
+            let Some(section) = self
+                .sections
+                .iter()
+                .find(|s| s.first <= line && line <= s.last)
+            else {
+                continue;
+            };
+            if self.owner(section).is_some() {
+                continue;
+            }
+            let mut block_start = section.first + 1;
+            for n in section.first + 1..=section.last {
+                let text = self.lines[n - 1];
+                if !text.trim_start().starts_with("use_backend") {
+                    continue;
+                }
+                if self.named_in(text) == Some(service) {
+                    rules.extend(&self.lines[block_start - 1..n]);
+                }
+                block_start = n + 1;
+            }
+        }
+        rules
+    }
+
     /// The service owning line `line` of `file` (the config or one of the maps).
     fn at(&self, file: &str, line: usize) -> Option<Hit<'a>> {
         let map = if file.ends_with("domain2backend.map") {
@@ -327,6 +358,23 @@ userlist user_b_2
             hits("config : Fatal errors found in configuration."),
             Vec::<usize>::new()
         );
+    }
+
+    #[test]
+    fn rule_blocks_of_a_service_in_the_shared_sections_a_message_names() {
+        let services = services();
+        let rendered = rendered(CONFIG);
+        let index = Index::new(services.iter().enumerate(), &rendered);
+        let message =
+            "frontend 'marathon_http_in' (haproxy.cfg:3) uses backend 'b_2' (haproxy.cfg:16)";
+        assert_eq!(
+            index.rules_of(message, 2),
+            [
+                "  acl host_b hdr(host) -i b.example.com",
+                "  use_backend b_2 if host_b"
+            ]
+        );
+        assert!(index.rules_of(message, 0).is_empty());
     }
 
     #[test]

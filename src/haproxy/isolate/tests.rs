@@ -207,6 +207,16 @@ fn warnings_in_an_apps_section_are_attributed_to_it() {
 }
 
 #[test]
+fn haproxys_padding_and_pid_are_dropped_from_lines() {
+    assert_eq!(
+        without_pid("[ALERT]    (18618) : config : parsing [haproxy.cfg:7] : bad\n"),
+        "[ALERT] config : parsing [haproxy.cfg:7] : bad"
+    );
+    assert_eq!(without_pid("[WARNING] config : x"), "[WARNING] config : x");
+    assert_eq!(without_pid("no tag"), "no tag");
+}
+
+#[test]
 fn label_values_match_as_whole_words_around_placeholders() {
     assert!(value_shows_in("tcp", &["incompatible tcp backend"]));
     assert!(!value_shows_in("tcp", &["incompatible tcpx backend"]));

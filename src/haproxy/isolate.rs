@@ -99,7 +99,25 @@ where
     R: Fn(&[Service]) -> Result<Rendered, render::Error>,
     V: Fn(&Rendered) -> Result<ValidateOutput, ValidateError>,
 {
-    Search::new(services, render, validate).run(true)
+    Search::new(services, render, validate).run(None, true)
+}
+
+/// [`isolate`] when the config of all `services` is already rendered (`full`): saves
+/// rendering it again. `full` must be what `render(services)` returns.
+///
+/// # Errors
+/// As [`isolate`].
+pub fn isolate_rendered<R, V>(
+    services: &[Service],
+    full: Rendered,
+    render: R,
+    validate: V,
+) -> Result<Isolation, Error>
+where
+    R: Fn(&[Service]) -> Result<Rendered, render::Error>,
+    V: Fn(&Rendered) -> Result<ValidateOutput, ValidateError>,
+{
+    Search::new(services, render, validate).run(Some(full), true)
 }
 
 /// [`isolate`] without the attribution step: bisection only. For comparison and tests.
@@ -115,7 +133,7 @@ where
     R: Fn(&[Service]) -> Result<Rendered, render::Error>,
     V: Fn(&Rendered) -> Result<ValidateOutput, ValidateError>,
 {
-    Search::new(services, render, validate).run(false)
+    Search::new(services, render, validate).run(None, false)
 }
 
 /// A rejected check: the apps checked, the config and HAProxy's alerts.
@@ -171,10 +189,16 @@ where
         }
     }
 
-    fn run(mut self, attribute: bool) -> Result<Isolation, Error> {
+    /// Runs both steps (`attribute`) or bisection only; `full` is the config of all services
+    /// when the caller has it.
+    fn run(mut self, full: Option<Rendered>, attribute: bool) -> Result<Isolation, Error> {
         let mut current: Vec<usize> = (0..self.apps.len()).collect();
         let mut rejected = Vec::new();
-        let mut verdict = self.check(&current)?;
+        let full = match full {
+            Some(rendered) => rendered,
+            None => (self.render)(&self.subset(&current))?,
+        };
+        let mut verdict = self.check_rendered(&current, full)?;
         if attribute {
             for _ in 0..ATTRIBUTION_ROUNDS {
                 let Verdict::Invalid(failure) = &verdict else {
@@ -208,6 +232,11 @@ where
     /// Renders and checks the services of `apps`.
     fn check(&mut self, apps: &[usize]) -> Result<Verdict, Error> {
         let rendered = (self.render)(&self.subset(apps))?;
+        self.check_rendered(apps, rendered)
+    }
+
+    /// Checks `rendered`, the config of `apps`.
+    fn check_rendered(&mut self, apps: &[usize], rendered: Rendered) -> Result<Verdict, Error> {
         self.checks += 1;
         match (self.validate)(&rendered) {
             Ok(output) => Ok(Verdict::Valid(output)),

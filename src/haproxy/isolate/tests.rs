@@ -126,6 +126,23 @@ fn attribution_finds_a_bad_app_in_two_checks() {
 }
 
 #[test]
+fn an_already_rendered_full_config_is_not_rendered_again() {
+    let services = apps(10, &[(4, "bogus-directive 1")]);
+    let renders = Cell::new(0);
+    let counting_render = |s: &[Service]| {
+        renders.set(renders.get() + 1);
+        render(s)
+    };
+    let full = render(&services).unwrap();
+    let isolation = isolate_rendered(&services, full, counting_render, |r: &Rendered| {
+        fake_haproxy(r, true)
+    })
+    .unwrap();
+    assert_eq!(rejected_ids(&isolation), ["/app-0004"]);
+    assert_eq!((isolation.checks_run, renders.get()), (2, 1));
+}
+
+#[test]
 fn bisection_finds_bad_apps_in_log_checks_each() {
     for (n, bad) in [
         (100, vec![37]),

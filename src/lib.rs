@@ -14,8 +14,9 @@
 //!   `str.format` semantics. Pure.
 //! - [`render`]: services + templates -> `haproxy.cfg` and map files, byte-identical to the
 //!   original. Pure.
-//! - [`haproxy`]: `haproxy -c` validation (the only way to get a [`haproxy::Validated`]) and
-//!   the atomic write + reload command.
+//! - [`haproxy`]: `haproxy -c` validation (the only way to get a [`haproxy::Validated`]),
+//!   isolation of the apps HAProxy rejects, self-signed stand-ins for missing certificates,
+//!   and the atomic write + reload command.
 //! - [`config`]: the command line, validated into the options of each stage.
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced

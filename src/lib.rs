@@ -14,9 +14,11 @@
 //!   `str.format` semantics. Pure.
 //! - [`render`]: services + templates -> `haproxy.cfg` and map files, byte-identical to the
 //!   original. Pure.
-//! - [`haproxy`]: `haproxy -c` validation (the only way to get a [`haproxy::Validated`]), the
-//!   atomic write + reload command, and [`haproxy::Supervisor`]: HAProxy in master-worker
-//!   mode as our child, reloaded and confirmed through the master CLI, restarted on death.
+//! - [`haproxy`]: `haproxy -c` validation (the only way to get a [`haproxy::Validated`]),
+//!   isolation of the apps HAProxy rejects, self-signed stand-ins for missing certificates,
+//!   the atomic write + reload command, [`haproxy::Supervisor`] (HAProxy in master-worker
+//!   mode as our child, reloaded and confirmed through the master CLI, restarted on death),
+//!   and the Runtime API planner and client for reload-free server changes.
 //! - [`config`]: the command line, validated into the options of each stage.
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced

@@ -1,12 +1,17 @@
-//! Talking to HAProxy: validate a rendered config with `haproxy -c`, then write it into place
-//! atomically and run the reload command, or reload a supervised master-worker HAProxy
-//! ([`process::Supervisor`], through the master CLI client in [`master`]).
+//! Talking to HAProxy: validate a rendered config with `haproxy -c`, write it into place
+//! atomically, and get it served: by the user's reload command, or by our supervised
+//! master-worker HAProxy ([`process::Supervisor`], through the master CLI client in
+//! [`master`]), without any reload for server-only changes ([`plan`] + [`runtime`]).
+//! [`certs`] stands in self-signed certificates for missing `crt` files first; when the config
+//! is rejected, [`isolate`] finds the apps to leave out.
 //!
 //! Data flow position: after `render`. A [`Validated`] config can only be made by
 //! [`validate`] (or explicitly [`Validated::unchecked`] for `--skip-validation`), so nothing
 //! unvalidated reaches the disk by accident.
 
 mod apply;
+pub mod certs;
+pub mod isolate;
 pub mod master;
 pub mod plan;
 pub mod process;
@@ -15,4 +20,6 @@ mod validate;
 
 pub use apply::{apply, changed, reload, ApplyError, Paths};
 pub use process::{ReloadOutcome, ReloadReason, Retries, Supervisor, SupervisorConfig};
-pub use validate::{validate, validate_file, ValidateError, Validated};
+pub use validate::{
+    validate, validate_file, validate_verbose, ValidateError, ValidateOutput, Validated,
+};

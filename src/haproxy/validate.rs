@@ -44,6 +44,15 @@ pub enum ValidateError {
     },
 }
 
+/// What HAProxy printed about a config it accepted.
+#[derive(Debug, Clone)]
+pub struct ValidateOutput {
+    /// The accepted config.
+    pub validated: Validated,
+    /// HAProxy's `[WARNING]` lines, temp paths replaced by the file names.
+    pub warnings: Vec<String>,
+}
+
 /// Runs `binary -c -f <temp copy>` on `rendered`; map references point at temp copies of the
 /// new maps so they are checked too.
 ///
@@ -56,41 +65,80 @@ pub fn validate(
     map_mode: bool,
     binary: &str,
 ) -> Result<Validated, ValidateError> {
+    run_check(&rendered, paths, map_mode, binary)?;
+    Ok(Validated { rendered })
+}
+
+/// As [`validate`], for a borrowed config, also returning HAProxy's warnings (which the
+/// isolation of bad apps attributes to apps).
+///
+/// # Errors
+/// As [`validate`].
+pub fn validate_verbose(
+    rendered: &Rendered,
+    paths: &Paths,
+    map_mode: bool,
+    binary: &str,
+) -> Result<ValidateOutput, ValidateError> {
+    let warnings = run_check(rendered, paths, map_mode, binary)?;
+    Ok(ValidateOutput {
+        validated: Validated {
+            rendered: rendered.clone(),
+        },
+        warnings,
+    })
+}
+
+/// Checks `rendered` from a temp dir; the `[WARNING]` lines when it is accepted.
+fn run_check(
+    rendered: &Rendered,
+    paths: &Paths,
+    map_mode: bool,
+    binary: &str,
+) -> Result<Vec<String>, ValidateError> {
     let run_err = |source| ValidateError::Run {
         binary: binary.to_owned(),
         source,
     };
     let dir = tempfile::tempdir().map_err(run_err)?;
     let mut config = rendered.config.clone();
+    // (temp path, name shown in messages)
+    let mut renames = Vec::new();
     if map_mode {
         let domain = dir.path().join("domain2backend.map");
         let app = dir.path().join("app2backend.map");
         std::fs::write(&domain, &rendered.domain_map).map_err(run_err)?;
         std::fs::write(&app, &rendered.app_map).map_err(run_err)?;
+        let domain = domain.to_string_lossy().into_owned();
+        let app = app.to_string_lossy().into_owned();
         config = config
-            .replace(&paths.domain_map_ref(), &domain.to_string_lossy())
-            .replace(&paths.app_map_ref(), &app.to_string_lossy());
+            .replace(&paths.domain_map_ref(), &domain)
+            .replace(&paths.app_map_ref(), &app);
+        renames.push((domain, "domain2backend.map"));
+        renames.push((app, "app2backend.map"));
     }
     let candidate = dir.path().join("haproxy.cfg");
     std::fs::write(&candidate, &config).map_err(run_err)?;
     let output = check(binary, &candidate).map_err(run_err)?;
-    if output.status.success() {
-        return Ok(Validated { rendered });
-    }
-    let text = format!(
+    renames.push((candidate.to_string_lossy().into_owned(), "haproxy.cfg"));
+    let mut text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let candidate_name = candidate.to_string_lossy();
-    let alerts: Vec<&str> = text.lines().filter(|l| l.contains("[ALERT]")).collect();
-    let alerts = if alerts.is_empty() {
-        text.trim().to_owned()
-    } else {
-        alerts.join("\n")
-    };
+    for (path, name) in &renames {
+        text = text.replace(path.as_str(), name);
+    }
+    if output.status.success() {
+        let warnings = text
+            .lines()
+            .filter(|l| l.contains("[WARNING]"))
+            .map(str::to_owned)
+            .collect();
+        return Ok(warnings);
+    }
     Err(ValidateError::Rejected {
-        alerts: alerts.replace(candidate_name.as_ref(), "haproxy.cfg"),
+        alerts: alerts(&text),
     })
 }
 

@@ -41,16 +41,7 @@ pub fn per_port<'l>(
 ) -> BTreeMap<usize, Vec<(&'l str, &'l str)>> {
     let mut by_index: BTreeMap<usize, Vec<(&str, &str)>> = BTreeMap::new();
     for (key, value) in labels {
-        let Some(rest) = key.strip_prefix("HAPROXY_") else {
-            continue;
-        };
-        let Some((index, name)) = rest.split_once('_') else {
-            continue;
-        };
-        let canonical = !index.is_empty()
-            && index.bytes().all(|b| b.is_ascii_digit())
-            && (index == "0" || !index.starts_with('0'));
-        if let (true, Ok(index)) = (canonical, index.parse::<usize>()) {
+        if let Some((index, name)) = port_label(key) {
             by_index
                 .entry(index)
                 .or_default()
@@ -61,6 +52,32 @@ pub fn per_port<'l>(
         list.sort_by(|a, b| a.0.cmp(b.0));
     }
     by_index
+}
+
+/// The raw `HAPROXY_*` labels that concern service port `index`, in name order: the app-wide
+/// ones (`HAPROXY_GROUP`, `HAPROXY_DEPLOYMENT_*`, ...) and that port's `HAPROXY_{index}_*`.
+/// Kept on the service so a config HAProxy rejects can be traced back to the labels behind it.
+pub fn of_port(labels: &BTreeMap<Str<'_>, Str<'_>>, index: usize) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .filter(|(key, _)| {
+            key.starts_with("HAPROXY_") && port_label(key).is_none_or(|(i, _)| i == index)
+        })
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// `(index, NAME)` of a canonical `HAPROXY_{index}_NAME` key (no leading zeros).
+pub fn port_label(key: &str) -> Option<(usize, &str)> {
+    let rest = key.strip_prefix("HAPROXY_")?;
+    let (index, name) = rest.split_once('_')?;
+    let canonical = !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+        && (index == "0" || !index.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    index.parse().ok().map(|index| (index, name))
 }
 
 /// Applies the sorted labels of port `index` to `service`.

@@ -130,6 +130,9 @@ pub struct Service {
     pub redirpath: Option<String>,
     /// Per-port template overrides from labels, in label order.
     pub templates: Vec<(Name, Template)>,
+    /// The app's raw `HAPROXY_*` labels for this port (app-wide and `HAPROXY_{n}_*` of its
+    /// port index), in name order; not rendered, only used to explain a rejected config.
+    pub labels: Vec<(String, String)>,
 }
 
 impl Service {
@@ -170,6 +173,7 @@ impl Service {
             revproxypath: None,
             redirpath: None,
             templates: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -294,6 +298,7 @@ fn app_services(
             options.strict_mode,
         );
         service.app_groups = app_groups.clone();
+        service.labels = labels::of_port(&app.labels, index);
         if let Some(list) = port_labels.get(&index) {
             labels::apply(&mut service, index, list)?;
         }
@@ -685,6 +690,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, Error::InvalidLabel { ref app_id, .. } if app_id == "/a"));
+    }
+
+    #[test]
+    fn services_keep_the_app_wide_and_their_own_port_labels() {
+        let services = build_json(
+            r#"{"apps":[{"id":"/a","portDefinitions":[{"port":1},{"port":2}],
+              "labels":{"HAPROXY_GROUP":"external","HAPROXY_0_VHOST":"a.com","HAPROXY_1_MODE":"tcp",
+                        "HAPROXY_01_MODE":"odd","OTHER":"x"},
+              "tasks":[{"id":"a.1","host":"1.1.1.1","ports":[5,6]}]}]}"#,
+        );
+        let names = |s: &Service| -> Vec<String> { s.labels.iter().map(|l| l.0.clone()).collect() };
+        assert_eq!(
+            names(&services[0]),
+            ["HAPROXY_01_MODE", "HAPROXY_0_VHOST", "HAPROXY_GROUP"]
+        );
+        assert_eq!(
+            names(&services[1]),
+            ["HAPROXY_01_MODE", "HAPROXY_1_MODE", "HAPROXY_GROUP"]
+        );
+        assert_eq!(services[1].labels[1].1, "tcp");
     }
 
     #[test]

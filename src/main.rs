@@ -99,12 +99,12 @@ async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow
             (body, format!("Marathon {}", client.current_host()))
         }
     };
-    let rendered = run::render_body(body, &origin, config, templates, &mut Memory::default())?;
+    let built = run::build_body(body, &origin, config, templates, &mut Memory::default())?;
     if config.cli.dry {
-        println!("{}", rendered.config);
+        println!("{}", built.rendered.config);
         return Ok(());
     }
-    run::apply(rendered, config)?;
+    run::apply(built, config, templates)?;
     Ok(())
 }
 

@@ -162,9 +162,9 @@ async fn pass(
     };
     let started = std::time::Instant::now();
     let result = tokio::task::block_in_place(|| {
-        let rendered = run::render_body(body, &origin, config, templates, memory)?;
-        let apps = count_apps(&rendered.config);
-        run::apply(rendered, config).map(|outcome| (outcome, apps))
+        let built = run::build_body(body, &origin, config, templates, memory)?;
+        let apps = count_apps(&built.rendered.config);
+        run::apply(built, config, templates).map(|outcome| (outcome, apps))
     });
     match result {
         Ok((outcome, apps)) => {

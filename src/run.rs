@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::haproxy::{self, ApplyError, Paths, ValidateError, Validated};
+use crate::haproxy::{self, isolate, ApplyError, Paths, ValidateError, Validated};
 use crate::marathon::types::{self, AppsBody};
 use crate::model::{self, network::Resolver, HealthMemory};
 use crate::render::{self, Rendered};
@@ -84,6 +84,29 @@ pub fn render_body(
     templates: &Templates,
     memory: &mut Memory,
 ) -> Result<Rendered, Error> {
+    Ok(build_body(body, origin, config, templates, memory)?.rendered)
+}
+
+/// A rendered config with the services it came from (isolation re-renders subsets of them).
+#[derive(Debug)]
+pub struct Built {
+    /// The load-balanced services, sorted.
+    pub services: Vec<model::Service>,
+    /// Their config and maps.
+    pub rendered: Rendered,
+}
+
+/// Parses, models and renders an apps body, keeping the services.
+///
+/// # Errors
+/// [`Error::Parse`], [`Error::Model`] or [`Error::Render`].
+pub fn build_body(
+    body: impl AsRef<[u8]>,
+    origin: &str,
+    config: &Config,
+    templates: &Templates,
+    memory: &mut Memory,
+) -> Result<Built, Error> {
     let started = std::time::Instant::now();
     let apps_bytes = body.as_ref().len();
     let apps = AppsBody::parse(body.as_ref())
@@ -111,26 +134,95 @@ pub fn render_body(
         render_ms = (started.elapsed() - modeled).as_secs_f64() * 1e3,
         "rendered"
     );
-    Ok(rendered)
+    Ok(Built { services, rendered })
 }
 
-/// Compares with the config on disk; when different, validates, writes and reloads.
+/// A config that passed `haproxy -c` (or whose check was skipped), with what was left out.
+#[derive(Debug)]
+pub struct Checked {
+    /// The config to write.
+    pub validated: Validated,
+    /// Apps HAProxy rejected, left out of `validated`.
+    pub rejected: Vec<isolate::RejectedApp>,
+    /// HAProxy warnings that point into an app's section.
+    pub warnings: Vec<isolate::AppWarning>,
+    /// `haproxy -c` runs it took.
+    pub checks_run: usize,
+}
+
+/// Validates a built config with `haproxy -c`; when HAProxy rejects it (and
+/// `--skip-config-cleanup` is not set), leaves out the offending apps and validates the rest.
+///
+/// # Errors
+/// [`Error::Validate`] when no valid config can be made (a global problem), or the check
+/// cannot run; [`Error::Render`] when re-rendering a subset fails.
+pub fn check(built: Built, config: &Config, templates: &Templates) -> Result<Checked, Error> {
+    let cli = &config.cli;
+    let nothing_left_out = |validated| Checked {
+        validated,
+        rejected: Vec::new(),
+        warnings: Vec::new(),
+        checks_run: 0,
+    };
+    if cli.skip_validation {
+        return Ok(nothing_left_out(Validated::unchecked(built.rendered)));
+    }
+    let paths = Paths::new(&cli.haproxy_config);
+    let validate = |r: &Rendered| haproxy::validate_verbose(r, &paths, cli.haproxy_map, "haproxy");
+    if cli.skip_config_cleanup {
+        let output = validate(&built.rendered)?;
+        return Ok(Checked {
+            checks_run: 1,
+            ..nothing_left_out(output.validated)
+        });
+    }
+    let render = |subset: &[model::Service]| render::render(subset, templates, &config.render);
+    let isolation = isolate::isolate_rendered(&built.services, built.rendered, render, validate)
+        .map_err(|e| match e {
+            isolate::Error::Render(e) => Error::Render(e),
+            isolate::Error::Check(e) => Error::Validate(e),
+            isolate::Error::Global { alerts } => {
+                Error::Validate(ValidateError::Rejected { alerts })
+            }
+        })?;
+    for app in &isolation.rejected {
+        tracing::error!(app_id = %app.app_id, labels = ?app.labels, error = %app.error_line, "left out an app HAProxy rejects");
+    }
+    for warning in &isolation.warnings {
+        tracing::warn!(app_id = %warning.app_id, "{}", warning.line);
+    }
+    Ok(Checked {
+        validated: isolation.validated,
+        rejected: isolation.rejected,
+        warnings: isolation.warnings,
+        checks_run: isolation.checks_run,
+    })
+}
+
+/// One-shot and `--command` mode: compares with the config on disk; when different, validates
+/// (leaving out apps HAProxy rejects), writes and runs the reload command.
 ///
 /// # Errors
 /// [`Error::Validate`] (nothing written) or [`Error::Apply`].
-pub fn apply(rendered: Rendered, config: &Config) -> Result<Outcome, Error> {
+pub fn apply(built: Built, config: &Config, templates: &Templates) -> Result<Outcome, Error> {
     let cli = &config.cli;
     let paths = Paths::new(&cli.haproxy_config);
-    if !haproxy::changed(&rendered, &paths, cli.haproxy_map) {
+    if !haproxy::changed(&built.rendered, &paths, cli.haproxy_map) {
         tracing::debug!("config unchanged, skipping reload");
         return Ok(Outcome::Unchanged);
     }
-    let validated = if cli.skip_validation {
-        Validated::unchecked(rendered)
-    } else {
-        haproxy::validate(rendered, &paths, cli.haproxy_map, "haproxy")?
-    };
-    haproxy::apply(&validated, &paths, cli.haproxy_map, cli.archive_versions)?;
+    let checked = check(built, config, templates)?;
+    if !checked.rejected.is_empty()
+        && !haproxy::changed(checked.validated.rendered(), &paths, cli.haproxy_map)
+    {
+        return Ok(Outcome::Unchanged);
+    }
+    haproxy::apply(
+        &checked.validated,
+        &paths,
+        cli.haproxy_map,
+        cli.archive_versions,
+    )?;
     tracing::info!(config = %paths.config.display(), "wrote new config");
     match &cli.command {
         Some(command) => {

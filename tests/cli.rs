@@ -173,6 +173,7 @@ fn config_rejected_by_haproxy_fails_with_its_alert_and_keeps_the_old_config() {
         ),
     );
     let cert = common::cert_pem();
+    // Without cleanup, as the original with --skip-config-cleanup: the whole run fails.
     let out = dir.run_apps(&[
         "--group",
         "external",
@@ -180,6 +181,7 @@ fn config_rejected_by_haproxy_fails_with_its_alert_and_keeps_the_old_config() {
         cert.to_str().unwrap(),
         "--command",
         "touch reloaded",
+        "--skip-config-cleanup",
     ]);
     assert_status(&out, 1);
     let err = stderr(&out);
@@ -356,4 +358,48 @@ fn an_error_is_printed_once_without_terminal_colours() {
         "ANSI escapes on a non-terminal:\n{err}"
     );
     assert_eq!(err.matches("apps.json").count(), 1, "{err}");
+}
+
+#[test]
+fn a_rejected_app_is_left_out_reported_and_the_rest_applied() {
+    if !common::haproxy_available("a_rejected_app_is_left_out_reported_and_the_rest_applied") {
+        return;
+    }
+    let dir = Dir::new();
+    dir.write(
+        "templates/HAPROXY_HEAD",
+        &common::unprivileged_head(dir.dir.path()),
+    );
+    let good = ONE_APP
+        .replace("]}]}", "]}]")
+        .trim_end_matches(']')
+        .to_string();
+    let bad = r#"{"id":"/shop","labels":{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"tcp","HAPROXY_0_VHOST":"shop.example.com"},
+        "portDefinitions":[{"port":10002}],"tasks":[{"id":"shop.1","host":"127.0.0.1","ports":[8081],"state":"TASK_RUNNING"}]}"#;
+    dir.write("apps.json", &format!("{good},{bad}]}}"));
+    let cert = common::cert_pem();
+    let out = dir.run_apps(&[
+        "--group",
+        "external",
+        "--ssl-certs",
+        cert.to_str().unwrap(),
+        "--command",
+        "touch reloaded",
+    ]);
+    assert_status(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("/shop") && err.contains("HAPROXY_0_VHOST") && err.contains("[ALERT]"),
+        "{err}"
+    );
+    let config = String::from_utf8(dir.read("out/haproxy.cfg")).unwrap();
+    assert!(
+        config.contains("backend web_10001"),
+        "the good app is applied"
+    );
+    assert!(
+        !config.contains("shop_10002"),
+        "the rejected app is left out"
+    );
+    assert!(dir.path("reloaded").exists());
 }

@@ -86,6 +86,8 @@ pub(super) async fn launch(shared: &Shared) -> Result<Child> {
         .arg(&config.extra_config_path)
         .arg("-f")
         .arg(&config.config_path)
+        .args(&config.extra_args)
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -127,6 +127,10 @@ pub struct SupervisorConfig {
     pub stop_timeout: Duration,
     /// Delay before the first restart of a dead master (doubled while it keeps dying).
     pub restart_delay: Duration,
+    /// Extra command-line arguments for HAProxy (e.g. `-n <maxconn>` where the fd limit is low).
+    pub extra_args: Vec<String>,
+    /// Extra environment for HAProxy (e.g. `MARATHON_LB_ADMIN_ADDR` for the Lua signal service).
+    pub env: Vec<(String, String)>,
 }
 
 impl SupervisorConfig {
@@ -147,6 +151,8 @@ impl SupervisorConfig {
             start_timeout: Duration::from_secs(10),
             stop_timeout: drain + Duration::from_secs(5),
             restart_delay: Duration::from_millis(100),
+            extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 

@@ -61,6 +61,19 @@ pub struct Cli {
     /// Treat the event stream as dead after SECS seconds without a byte (keep-alives included).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub event_stall_timeout: u64,
+    /// Address of the admin HTTP server in live mode (/healthz, /metrics, /status, /signal/*); "off" disables it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
+    pub admin_addr: String,
+    /// HAProxy binary that marathon-lb runs when no --command is given (live mode).
+    #[arg(long, value_name = "PATH", default_value = "haproxy")]
+    pub haproxy_bin: String,
+    /// Old HAProxy workers left by a reload are stopped after SECS seconds (hard-stop-after), so
+    /// long tunnels never keep them forever; 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub drain_timeout: u64,
+    /// Directory for the HAProxy master socket and the supervisor's extra config (managed mode).
+    #[arg(long, value_name = "DIR", default_value = "/var/run/marathon-lb")]
+    pub run_dir: PathBuf,
     /// Number of previous config versions to keep (as $TMPDIR/hap_cfg.N, ...).
     #[arg(long, default_value_t = 5)]
     pub archive_versions: usize,
@@ -135,6 +148,11 @@ pub struct Config {
 }
 
 impl Cli {
+    /// Whether marathon-lb runs HAProxy itself: live mode without `--command`.
+    pub fn manages_haproxy(&self) -> bool {
+        self.is_live() && self.command.is_none()
+    }
+
     /// Whether the binary keeps running (SSE, polling or a watched file) instead of one pass.
     pub fn is_live(&self) -> bool {
         self.sse || self.poll_interval.is_some() || (self.watch && self.apps_file.is_some())

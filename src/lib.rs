@@ -21,6 +21,8 @@
 //!   and the Runtime API planner and client for reload-free server changes.
 //! - [`config`]: the command line, validated into the options of each stage.
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
+//! - [`deploy`]: managed mode: HAProxy run by us; server-only changes through the Runtime
+//!   API, everything else written and reloaded with a typed reason.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
 //!   into passes, failures retried, status published.
 //! - [`admin`]: the admin HTTP server (`--admin-addr`): health, status JSON and page,
@@ -33,6 +35,7 @@
 pub mod admin;
 pub mod compat;
 pub mod config;
+pub mod deploy;
 pub mod fake_marathon;
 pub mod haproxy;
 pub mod longhelp;

@@ -1,5 +1,6 @@
 //! The `marathon-lb` binary: parse flags, then run one pass, or keep the config current.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,11 +12,15 @@ use futures::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
+use marathon_lb::admin::{self, AdminState};
 use marathon_lb::config::{Cli, Config};
+use marathon_lb::deploy::Managed;
+use marathon_lb::haproxy::{Retries, SupervisorConfig};
 use marathon_lb::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
 use marathon_lb::marathon::client::{Client, ClientConfig};
 use marathon_lb::marathon::watch::{self as events, WatchConfig, WatchEvent};
-use marathon_lb::reconcile::{self, Source, Status, Timing, Trigger};
+use marathon_lb::metrics::Metrics;
+use marathon_lb::reconcile::{self, Reconciler, Source, Status, Target, Timing, Trigger};
 use marathon_lb::run::{self, Memory};
 use marathon_lb::templates::Templates;
 
@@ -172,21 +177,73 @@ async fn live(
         ));
     }
     feeders.spawn(forward_signals(triggers.clone(), stop_tx));
+    let admin_triggers = triggers.clone();
     drop(triggers);
-    let _status_rx = status_rx;
 
-    reconcile::run_loop(
-        config.clone(),
+    let metrics = Metrics::new();
+    let admin_addr = match cli.admin_addr.as_str() {
+        "off" | "" => None,
+        addr => Some(
+            addr.parse::<SocketAddr>()
+                .with_context(|| format!("--admin-addr {addr}"))?,
+        ),
+    };
+    if let Some(addr) = admin_addr {
+        let state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        feeders.spawn(async move {
+            if let Err(e) = admin::serve(addr, state, shutdown).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+    }
+    let target = if cli.manages_haproxy() {
+        Target::Managed(Box::new(managed(cli, admin_addr, metrics.clone())?))
+    } else {
+        Target::Command
+    };
+    let reconciler = Reconciler {
+        config: config.clone(),
         templates,
         source,
-        trigger_rx,
-        status_tx,
-        stop_rx,
+        target,
+        status: status_tx,
+        metrics,
         timing,
-    )
-    .await;
+    };
+    reconciler.run(trigger_rx, stop_rx).await;
     feeders.shutdown().await;
     Ok(())
+}
+
+/// The supervised HAProxy of managed mode (no `--command`).
+fn managed(cli: &Cli, admin_addr: Option<SocketAddr>, metrics: Metrics) -> anyhow::Result<Managed> {
+    std::fs::create_dir_all(&cli.run_dir)
+        .with_context(|| format!("creating --run-dir {}", cli.run_dir.display()))?;
+    let mut settings = SupervisorConfig::new(&cli.haproxy_config, &cli.run_dir);
+    settings.haproxy_bin = cli.haproxy_bin.clone().into();
+    settings.drain_timeout =
+        (cli.drain_timeout > 0).then(|| Duration::from_secs(cli.drain_timeout));
+    settings.reload_interval = Duration::from_secs(cli.reload_interval.max(1));
+    settings.max_reload_retries = Retries::from_flag(cli.max_reload_retries);
+    // Our own exit should not wait for long tunnels: they get a short grace, then go.
+    settings.stop_timeout = Duration::from_secs(10);
+    if let Some(addr) = admin_addr {
+        // The Lua service behind /_mlb_signal/* posts to the admin server; 0.0.0.0 is not dialable.
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        settings.env.push((
+            "MARATHON_LB_ADMIN_ADDR".into(),
+            format!("{host}:{}", addr.port()),
+        ));
+    }
+    Ok(Managed::new(settings, metrics, Duration::from_secs(5)))
 }
 
 /// Marathon's event stream -> triggers: resync on every (re)connect and relevant event.

@@ -17,8 +17,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::deploy::{Deployed, Managed};
+use crate::haproxy::ReloadReason;
 use crate::marathon::client::Client;
 use crate::marathon::watch::Backoff;
+use crate::metrics::Metrics;
 use crate::run::{self, Memory, Outcome};
 use crate::templates::Templates;
 
@@ -75,6 +78,12 @@ pub struct Status {
     pub marathon_connected: bool,
     /// Apps with at least one load-balanced service in the last rendered config.
     pub apps: usize,
+    /// Apps left out of the config because HAProxy rejects them: (app id, reason).
+    pub invalid_apps: Vec<(String, String)>,
+    /// Server changes applied without a reload (managed mode).
+    pub runtime_applies: u64,
+    /// When the last pass finished (successful or not).
+    pub last_pass: Option<SystemTime>,
 }
 
 /// Timing of the loop.
@@ -88,55 +97,30 @@ pub struct Timing {
     pub max_backoff: Duration,
 }
 
-/// Runs passes until `shutdown` turns true or every trigger sender is dropped.
-pub async fn run_loop(
-    config: Arc<Config>,
-    templates: Arc<Templates>,
-    source: Source,
-    mut triggers: mpsc::UnboundedReceiver<Trigger>,
-    status: watch::Sender<Status>,
-    mut shutdown: watch::Receiver<bool>,
-    timing: Timing,
-) {
-    let mut memory = Memory::default();
-    let mut backoff = Backoff::new(
-        Duration::from_secs(1),
-        timing.max_backoff.max(Duration::from_secs(1)),
-        7,
-    );
-    let mut retry_at: Option<Instant> = None;
-    let mut next_resync = Instant::now() + timing.resync_every;
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.changed() => break,
-            t = triggers.recv() => match t { Some(t) => t, None => break },
-            _ = tokio::time::sleep_until(next_resync) => Trigger::Resync,
-            _ = tokio::time::sleep_until(retry_at.unwrap_or(next_resync)), if retry_at.is_some() => Trigger::Resync,
-        };
-        tokio::time::sleep(timing.debounce).await;
-        let mut trigger = first;
-        while let Ok(t) = triggers.try_recv() {
-            if t == Trigger::Resync {
-                trigger = Trigger::Resync;
-            }
-        }
-        match trigger {
-            Trigger::Resync => {
-                next_resync = Instant::now() + timing.resync_every;
-                match pass(&config, &templates, &source, &mut memory, &status).await {
-                    PassResult::FetchFailed => {
-                        retry_at = Some(Instant::now() + backoff.next_delay())
-                    }
-                    PassResult::Done => {
-                        retry_at = None;
-                        backoff.reset();
-                    }
-                }
-            }
-            Trigger::ReloadExisting => reload_existing(&config).await,
-        }
-    }
-    tracing::info!("reconcile loop stopped");
+/// How checked configs reach HAProxy.
+pub enum Target {
+    /// Write the file and run `--command` (the original's way), or just write without one.
+    Command,
+    /// HAProxy supervised by us, with Runtime API updates.
+    Managed(Box<Managed>),
+}
+
+/// The reconcile loop and everything a pass needs.
+pub struct Reconciler {
+    /// Validated command line.
+    pub config: Arc<Config>,
+    /// Templates after file and environment overrides.
+    pub templates: Arc<Templates>,
+    /// Where apps come from.
+    pub source: Source,
+    /// Where configs go.
+    pub target: Target,
+    /// Published after every pass.
+    pub status: watch::Sender<Status>,
+    /// Counters and gauges for `/metrics`.
+    pub metrics: Metrics,
+    /// Debounce, resync and backoff.
+    pub timing: Timing,
 }
 
 enum PassResult {
@@ -144,67 +128,231 @@ enum PassResult {
     Done,
 }
 
-async fn pass(
-    config: &Arc<Config>,
-    templates: &Arc<Templates>,
-    source: &Source,
-    memory: &mut Memory,
-    status: &watch::Sender<Status>,
-) -> PassResult {
-    status.send_modify(|s| s.passes += 1);
-    let (body, origin) = match source.fetch().await {
-        Ok(fetched) => fetched,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot fetch apps; keeping the current config");
-            status.send_modify(|s| s.last_error = Some(e));
-            return PassResult::FetchFailed;
+impl Reconciler {
+    /// Runs passes until `shutdown` turns true or every trigger sender is dropped, then stops
+    /// a managed HAProxy.
+    pub async fn run(
+        mut self,
+        mut triggers: mpsc::UnboundedReceiver<Trigger>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut memory = Memory::default();
+        let mut backoff = Backoff::new(
+            Duration::from_secs(1),
+            self.timing.max_backoff.max(Duration::from_secs(1)),
+            7,
+        );
+        let mut retry_at: Option<Instant> = None;
+        let mut next_resync = Instant::now() + self.timing.resync_every;
+        if let Target::Managed(managed) = &mut self.target {
+            managed.start_from_disk(&self.config).await;
         }
-    };
-    let started = std::time::Instant::now();
-    let result = tokio::task::block_in_place(|| {
-        let built = run::build_body(body, &origin, config, templates, memory)?;
-        let apps = count_apps(&built.rendered.config);
-        run::apply(built, config, templates).map(|outcome| (outcome, apps))
-    });
-    match result {
-        Ok((outcome, apps)) => {
-            tracing::info!(
-                ?outcome,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "pass done"
-            );
-            status.send_modify(|s| {
-                let now = SystemTime::now();
-                s.last_success = Some(now);
-                s.last_error = None;
-                s.apps = apps;
-                if outcome == Outcome::Applied {
-                    s.applies += 1;
-                    s.last_apply = Some(now);
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => break,
+                t = triggers.recv() => match t { Some(t) => t, None => break },
+                _ = tokio::time::sleep_until(next_resync) => Trigger::Resync,
+                _ = tokio::time::sleep_until(retry_at.unwrap_or(next_resync)), if retry_at.is_some() => Trigger::Resync,
+            };
+            tokio::time::sleep(self.timing.debounce).await;
+            let mut trigger = first;
+            while let Ok(t) = triggers.try_recv() {
+                if t == Trigger::Resync {
+                    trigger = Trigger::Resync;
                 }
-            });
+            }
+            match trigger {
+                Trigger::Resync => {
+                    next_resync = Instant::now() + self.timing.resync_every;
+                    match self.pass(&mut memory).await {
+                        PassResult::FetchFailed => {
+                            retry_at = Some(Instant::now() + backoff.next_delay())
+                        }
+                        PassResult::Done => {
+                            retry_at = None;
+                            backoff.reset();
+                        }
+                    }
+                }
+                Trigger::ReloadExisting => self.reload_existing().await,
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "pass failed; keeping the last good config");
-            status.send_modify(|s| s.last_error = Some(e.to_string()));
+        if let Target::Managed(managed) = &mut self.target {
+            managed.stop().await;
+        }
+        tracing::info!("reconcile loop stopped");
+    }
+
+    async fn pass(&mut self, memory: &mut Memory) -> PassResult {
+        let started = std::time::Instant::now();
+        self.status.send_modify(|s| s.passes += 1);
+        let (body, origin) = match self.source.fetch().await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fetch apps; keeping the current config");
+                self.metrics.pass(false, started.elapsed());
+                self.status.send_modify(|s| {
+                    s.last_error = Some(e);
+                    s.last_pass = Some(SystemTime::now());
+                });
+                return PassResult::FetchFailed;
+            }
+        };
+        let fetched = started.elapsed();
+        let result = self.build_and_deploy(body, &origin, memory).await;
+        let took = started.elapsed();
+        self.metrics.pass(result.is_ok(), took);
+        let now = SystemTime::now();
+        match result {
+            Ok(done) => {
+                tracing::info!(
+                    outcome = ?done.outcome,
+                    fetch_ms = fetched.as_millis() as u64,
+                    total_ms = took.as_millis() as u64,
+                    "pass done"
+                );
+                self.metrics.set_invalid_apps(done.invalid_len());
+                self.status.send_modify(|s| {
+                    s.last_success = Some(now);
+                    s.last_pass = Some(now);
+                    s.last_error = None;
+                    s.apps = done.apps;
+                    if let Some(invalid) = done.invalid {
+                        s.invalid_apps = invalid;
+                    }
+                    match done.outcome {
+                        PassOutcome::Unchanged => {}
+                        PassOutcome::Runtime => s.runtime_applies += 1,
+                        PassOutcome::Applied => {
+                            s.applies += 1;
+                            s.last_apply = Some(now);
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pass failed; keeping the last good config");
+                self.status.send_modify(|s| {
+                    s.last_error = Some(e.to_string());
+                    s.last_pass = Some(now);
+                });
+            }
+        }
+        PassResult::Done
+    }
+
+    async fn build_and_deploy(
+        &mut self,
+        body: Bytes,
+        origin: &str,
+        memory: &mut Memory,
+    ) -> Result<Done, run::Error> {
+        let (config, templates) = (&self.config, &self.templates);
+        let built = tokio::task::block_in_place(|| {
+            run::build_body(body, origin, config, templates, memory)
+        })?;
+        let apps = count_apps(&built.rendered.config);
+        match &mut self.target {
+            Target::Command => {
+                let outcome = tokio::task::block_in_place(|| run::apply(built, config, templates));
+                if config.cli.command.is_some() {
+                    let failed = matches!(
+                        outcome,
+                        Err(run::Error::Apply(crate::haproxy::ApplyError::Reload { .. }))
+                    );
+                    if failed || matches!(outcome, Ok(Outcome::Applied)) {
+                        self.metrics
+                            .reload(ReloadReason::ConfigChange.as_str(), !failed);
+                    }
+                }
+                let outcome = match outcome? {
+                    Outcome::Unchanged => PassOutcome::Unchanged,
+                    Outcome::Applied => PassOutcome::Applied,
+                };
+                Ok(Done {
+                    outcome,
+                    apps,
+                    invalid: None,
+                })
+            }
+            Target::Managed(managed) => {
+                for path in
+                    crate::haproxy::certs::ensure(&built.rendered.config).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot generate a missing certificate");
+                        Vec::new()
+                    })
+                {
+                    tracing::warn!(path = %path.display(), "certificate missing: generated a self-signed one");
+                }
+                if managed.serves(&built.rendered) {
+                    return Ok(Done {
+                        outcome: PassOutcome::Unchanged,
+                        apps,
+                        invalid: None,
+                    });
+                }
+                let checked = tokio::task::block_in_place(|| run::check(built, config, templates))?;
+                let invalid = checked
+                    .rejected
+                    .iter()
+                    .map(|r| (r.app_id.clone(), r.error_line.clone()))
+                    .collect();
+                let outcome = match managed.deploy(checked, config).await? {
+                    Deployed::Unchanged => PassOutcome::Unchanged,
+                    Deployed::Runtime(_) => PassOutcome::Runtime,
+                    Deployed::Reloaded(_) => PassOutcome::Applied,
+                };
+                Ok(Done {
+                    outcome,
+                    apps,
+                    invalid: Some(invalid),
+                })
+            }
         }
     }
-    PassResult::Done
+
+    async fn reload_existing(&mut self) {
+        let result = match &mut self.target {
+            Target::Managed(managed) => managed.reload_existing(&self.config).await,
+            Target::Command => {
+                let config = self.config.clone();
+                let outcome = tokio::task::block_in_place(|| run::reload_existing(&config));
+                self.metrics
+                    .reload(ReloadReason::ManualSignal.as_str(), outcome.is_ok());
+                outcome
+            }
+        };
+        match result {
+            Ok(()) => tracing::info!("re-applied the existing config"),
+            Err(e) => tracing::error!(error = %e, "cannot re-apply the existing config"),
+        }
+    }
+}
+
+/// What a successful pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassOutcome {
+    Unchanged,
+    Runtime,
+    Applied,
+}
+
+struct Done {
+    outcome: PassOutcome,
+    apps: usize,
+    /// Apps left out, when the config was checked in this pass.
+    invalid: Option<Vec<(String, String)>>,
+}
+
+impl Done {
+    fn invalid_len(&self) -> usize {
+        self.invalid.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// Backends in a config text, as a cheap count of load-balanced services for status.
 fn count_apps(config: &str) -> usize {
     config.lines().filter(|l| l.starts_with("backend ")).count()
-}
-
-async fn reload_existing(config: &Arc<Config>) {
-    let config = config.clone();
-    let result = tokio::task::spawn_blocking(move || run::reload_existing(&config)).await;
-    match result {
-        Ok(Ok(())) => tracing::info!("re-applied the existing config"),
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot re-apply the existing config"),
-        Err(e) => tracing::error!(error = %e, "re-apply task failed"),
-    }
 }
 
 /// Sends a `Resync` whenever the file's size, modification time or content changes
@@ -277,15 +425,18 @@ mod tests {
             resync_every: Duration::from_secs(300),
             max_backoff: Duration::from_secs(1),
         };
-        let handle = tokio::spawn(run_loop(
-            config(dir.path()),
-            Arc::new(Templates::builtin()),
-            Source::File(apps),
-            rx,
-            status_tx,
-            stop_rx,
-            timing,
-        ));
+        let handle = tokio::spawn(
+            Reconciler {
+                config: config(dir.path()),
+                templates: Arc::new(Templates::builtin()),
+                source: Source::File(apps),
+                target: Target::Command,
+                status: status_tx,
+                metrics: Metrics::new(),
+                timing,
+            }
+            .run(rx, stop_rx),
+        );
         for _ in 0..50 {
             tx.send(Trigger::Resync).unwrap();
         }
@@ -316,15 +467,18 @@ mod tests {
             resync_every: Duration::from_secs(300),
             max_backoff: Duration::from_secs(1),
         };
-        let handle = tokio::spawn(run_loop(
-            config(dir.path()),
-            Arc::new(Templates::builtin()),
-            Source::File(apps.clone()),
-            rx,
-            status_tx,
-            stop_rx,
-            timing,
-        ));
+        let handle = tokio::spawn(
+            Reconciler {
+                config: config(dir.path()),
+                templates: Arc::new(Templates::builtin()),
+                source: Source::File(apps.clone()),
+                target: Target::Command,
+                status: status_tx,
+                metrics: Metrics::new(),
+                timing,
+            }
+            .run(rx, stop_rx),
+        );
         tx.send(Trigger::Resync).unwrap();
         status_rx.wait_for(|s| s.applies == 1).await.unwrap();
         let good = std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap();

@@ -42,6 +42,9 @@ pub enum Error {
     /// The config could not be written or HAProxy not reloaded.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The managed HAProxy could not start or reload (it keeps serving its last config).
+    #[error("HAProxy reload failed: {0}")]
+    Reload(String),
 }
 
 /// What a pass did.

@@ -45,7 +45,7 @@ impl Lb {
             ])
             .args(["--haproxy-config", config.to_str().unwrap()])
             .args(["--command", "echo reload >> reloads.log"])
-            .args(["--log-level", "debug"])
+            .args(["--log-level", "debug", "--admin-addr", "off"])
             .args(extra)
             .env_remove("DCOS_SERVICE_ACCOUNT_CREDENTIAL")
             .stdout(Stdio::null())

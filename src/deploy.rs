@@ -1,0 +1,353 @@
+//! Managed mode: marathon-lb runs HAProxy itself (no `--command`) and gets each checked config
+//! served with as little disruption as possible.
+//!
+//! Data flow position: the last stage, after `run::check`. Per pass the planner compares the
+//! config HAProxy runs with the new one: server-only changes (task churn, health flips,
+//! draining) go through the Runtime API with no reload; anything else is written and
+//! reloaded through the master CLI, with a typed reason. A failed runtime op falls back to a
+//! reload. The file on disk always equals what HAProxy serves (or is about to).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::haproxy::plan::{self, Change, Plan, Snapshot};
+use crate::haproxy::runtime::RuntimeApi;
+use crate::haproxy::{self, Paths, ReloadReason, Supervisor, SupervisorConfig};
+use crate::metrics::Metrics;
+use crate::render::Rendered;
+use crate::run::{self, Checked};
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployed {
+    /// HAProxy already serves this config.
+    Unchanged,
+    /// Applied through the Runtime API: this many operations, no reload.
+    Runtime(usize),
+    /// Written and (re)loaded for this reason.
+    Reloaded(ReloadReason),
+}
+
+/// The supervised HAProxy and what it serves.
+pub struct Managed {
+    /// How to start HAProxy.
+    settings: SupervisorConfig,
+    /// The running master, once a valid config exists.
+    supervisor: Option<Supervisor>,
+    /// The config and maps HAProxy serves; `None` when unknown (then the next deploy reloads).
+    running: Option<Rendered>,
+    /// Counters for reloads and runtime updates.
+    metrics: Metrics,
+    /// How long a removed server may keep its sessions before they are shut down.
+    drain_wait: Duration,
+}
+
+impl Managed {
+    /// A manager that starts HAProxy with `settings` on the first valid config.
+    pub fn new(settings: SupervisorConfig, metrics: Metrics, drain_wait: Duration) -> Self {
+        Self {
+            settings,
+            supervisor: None,
+            running: None,
+            metrics,
+            drain_wait,
+        }
+    }
+
+    /// Whether HAProxy runs.
+    pub fn is_running(&self) -> bool {
+        self.supervisor
+            .as_ref()
+            .is_some_and(|s| s.master_pid().is_some())
+    }
+
+    /// Whether HAProxy already serves exactly `rendered` (nothing to check or write).
+    pub fn serves(&self, rendered: &Rendered) -> bool {
+        self.is_running()
+            && self.running.as_ref().is_some_and(|r| {
+                r.config == rendered.config
+                    && r.domain_map == rendered.domain_map
+                    && r.app_map == rendered.app_map
+            })
+    }
+
+    /// Starts HAProxy on the config already on disk, if it is valid, so the last good config
+    /// serves even while Marathon is unreachable.
+    pub async fn start_from_disk(&mut self, config: &Config) {
+        let cli = &config.cli;
+        let paths = Paths::new(&cli.haproxy_config);
+        let Ok(text) = std::fs::read_to_string(&paths.config) else {
+            return;
+        };
+        if !cli.skip_validation {
+            if let Err(e) =
+                haproxy::validate_file(&paths.config, &self.settings.haproxy_bin.to_string_lossy())
+            {
+                tracing::warn!(error = %e, "the config on disk is not valid; waiting for the first pass");
+                return;
+            }
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let (domain_map, app_map) = if cli.haproxy_map {
+            (read(&paths.domain_map()), read(&paths.app_map()))
+        } else {
+            Default::default()
+        };
+        match self.start(&text).await {
+            Ok(()) => {
+                self.running = Some(Rendered {
+                    config: text,
+                    domain_map,
+                    app_map,
+                })
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start HAProxy on the config on disk"),
+        }
+    }
+
+    async fn start(&mut self, config_text: &str) -> Result<(), haproxy::process::Error> {
+        let mut settings = self.settings.clone();
+        if let Some(cap) = maxconn_cap(config_text) {
+            tracing::warn!(
+                maxconn = cap,
+                "the open-files limit is too low for the config's maxconn; capping it with -n"
+            );
+            settings
+                .extra_args
+                .extend(["-n".to_owned(), cap.to_string()]);
+        }
+        let supervisor = Supervisor::start(settings).await?;
+        self.watch_restarts(&supervisor);
+        self.supervisor = Some(supervisor);
+        self.metrics.reload(ReloadReason::Initial.as_str(), true);
+        Ok(())
+    }
+
+    /// Counts HAProxy restarts and old workers into the metrics.
+    fn watch_restarts(&self, supervisor: &Supervisor) {
+        let mut status = supervisor.subscribe();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let mut restarts = status.borrow().restarts;
+            while status.changed().await.is_ok() {
+                let now = status.borrow().restarts;
+                for _ in restarts..now {
+                    metrics.haproxy_restart();
+                    metrics.reload(ReloadReason::Restart.as_str(), true);
+                }
+                restarts = now;
+            }
+        });
+    }
+
+    /// Serves a checked config: runtime ops when only servers changed, else write + reload.
+    ///
+    /// # Errors
+    /// [`run::Error::Apply`] when files cannot be written; [`run::Error::Reload`] when HAProxy
+    /// cannot start or reload (the last good config keeps serving).
+    pub async fn deploy(
+        &mut self,
+        checked: Checked,
+        config: &Config,
+    ) -> Result<Deployed, run::Error> {
+        let cli = &config.cli;
+        let paths = Paths::new(&cli.haproxy_config);
+        let next = checked.validated.rendered().clone();
+        let plan = match (&self.running, self.is_running()) {
+            (Some(running), true) => plan::plan(Some(snapshot(running)), snapshot(&next)),
+            _ => Plan::Reload(vec![Change::Initial]),
+        };
+        match plan {
+            Plan::Unchanged => Ok(Deployed::Unchanged),
+            Plan::Runtime(ops) => {
+                haproxy::apply(
+                    &checked.validated,
+                    &paths,
+                    cli.haproxy_map,
+                    cli.archive_versions,
+                )?;
+                match self.runtime(&ops, &next.config).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            ops = ops.len(),
+                            "applied server changes through the Runtime API"
+                        );
+                        self.running = Some(next);
+                        Ok(Deployed::Runtime(ops.len()))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "runtime update failed; reloading instead");
+                        self.reload(ReloadReason::RuntimeFallback, next).await
+                    }
+                }
+            }
+            Plan::Reload(changes) => {
+                haproxy::apply(
+                    &checked.validated,
+                    &paths,
+                    cli.haproxy_map,
+                    cli.archive_versions,
+                )?;
+                let reason = reason_of(&changes);
+                tracing::info!(%reason, changes = %changes.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "), "reloading HAProxy");
+                self.reload(reason, next).await
+            }
+        }
+    }
+
+    async fn runtime(&self, ops: &[plan::Op], config: &str) -> Result<(), String> {
+        let socket = plan::stats_socket(config)
+            .ok_or("the config has no `stats socket` in its global section")?;
+        let api = RuntimeApi::new(socket, self.drain_wait);
+        let (results, outcome) = api.apply(ops).await;
+        for (op, ok) in results {
+            self.metrics.runtime_update(op, ok);
+        }
+        outcome.map_err(|e| e.to_string())?;
+        api.verify(config).await.map_err(|e| e.to_string())
+    }
+
+    async fn reload(
+        &mut self,
+        reason: ReloadReason,
+        next: Rendered,
+    ) -> Result<Deployed, run::Error> {
+        if !self.is_running() {
+            self.supervisor = None;
+            self.running = None;
+            return match self.start(&next.config).await {
+                Ok(()) => {
+                    self.running = Some(next);
+                    Ok(Deployed::Reloaded(ReloadReason::Initial))
+                }
+                Err(e) => Err(run::Error::Reload(e.to_string())),
+            };
+        }
+        let Some(supervisor) = &self.supervisor else {
+            unreachable!("is_running checked it")
+        };
+        match supervisor.reload(reason).await {
+            Ok(outcome) => {
+                self.metrics.reload(reason.as_str(), true);
+                tracing::info!(%reason, elapsed_ms = outcome.elapsed.as_millis() as u64, new_worker = outcome.new_worker, "HAProxy reloaded");
+                self.running = Some(next);
+                Ok(Deployed::Reloaded(reason))
+            }
+            Err(e) => {
+                self.metrics.reload(reason.as_str(), false);
+                // HAProxy kept its old config; plan the next pass against "unknown".
+                self.running = None;
+                Err(run::Error::Reload(e.to_string()))
+            }
+        }
+    }
+
+    /// SIGUSR1: validate the config on disk and reload HAProxy with it.
+    ///
+    /// # Errors
+    /// [`run::Error::Validate`] or [`run::Error::Reload`].
+    pub async fn reload_existing(&mut self, config: &Config) -> Result<(), run::Error> {
+        let paths = Paths::new(&config.cli.haproxy_config);
+        if !config.cli.skip_validation {
+            haproxy::validate_file(&paths.config, &self.settings.haproxy_bin.to_string_lossy())?;
+        }
+        let text = std::fs::read_to_string(&paths.config).unwrap_or_default();
+        let next = Rendered {
+            config: text,
+            domain_map: String::new(),
+            app_map: String::new(),
+        };
+        self.reload(ReloadReason::ManualSignal, next)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops HAProxy (soft stop, then hard after the stop timeout).
+    pub async fn stop(&mut self) {
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.stop().await;
+        }
+    }
+
+    /// The supervisor, once started.
+    pub fn supervisor(&self) -> Option<&Supervisor> {
+        self.supervisor.as_ref()
+    }
+}
+
+fn snapshot(r: &Rendered) -> Snapshot<'_> {
+    Snapshot {
+        config: &r.config,
+        domain_map: &r.domain_map,
+        app_map: &r.app_map,
+    }
+}
+
+/// The reload reason that best names a set of changes.
+fn reason_of(changes: &[Change]) -> ReloadReason {
+    let first = changes.first();
+    match first {
+        Some(Change::Initial) | None => ReloadReason::Initial,
+        Some(Change::Added(_)) => ReloadReason::NewApp,
+        Some(Change::Removed(_)) => ReloadReason::RemovedApp,
+        Some(Change::Modified(section))
+            if section.starts_with("frontend ") || section.starts_with("backend ") =>
+        {
+            ReloadReason::LabelChange
+        }
+        Some(Change::Modified(_)) => ReloadReason::ConfigChange,
+        Some(Change::Server { .. }) => ReloadReason::ServersChanged,
+        Some(Change::Map(_)) => ReloadReason::LabelChange,
+    }
+}
+
+/// A `-n` cap when the config's global `maxconn` needs more file descriptors than the hard
+/// open-files limit allows (HAProxy would refuse to start: "Cannot raise FD limit").
+fn maxconn_cap(config: &str) -> Option<u64> {
+    let maxconn: u64 = config
+        .lines()
+        .take_while(|l| !l.starts_with("defaults"))
+        .find_map(|l| l.trim().strip_prefix("maxconn "))
+        .and_then(|v| v.trim().parse().ok())?;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum?;
+    // HAProxy needs about two descriptors per connection plus its listeners and checks.
+    let needed = maxconn * 2 + 100;
+    (needed > limit)
+        .then(|| limit.saturating_sub(200) / 2)
+        .filter(|cap| *cap > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_reasons_name_the_change() {
+        assert_eq!(
+            reason_of(&[Change::Added("backend a_1".into())]),
+            ReloadReason::NewApp
+        );
+        assert_eq!(
+            reason_of(&[Change::Removed("frontend a_1".into())]),
+            ReloadReason::RemovedApp
+        );
+        assert_eq!(
+            reason_of(&[Change::Modified("backend a_1".into())]),
+            ReloadReason::LabelChange
+        );
+        assert_eq!(
+            reason_of(&[Change::Modified("global".into())]),
+            ReloadReason::ConfigChange
+        );
+        assert_eq!(reason_of(&[Change::Initial]), ReloadReason::Initial);
+    }
+
+    #[test]
+    fn maxconn_is_capped_only_beyond_the_fd_limit() {
+        assert_eq!(maxconn_cap("global\n  maxconn 10\ndefaults\n"), None);
+        let huge = maxconn_cap("global\n  maxconn 100000000\ndefaults\n  maxconn 1\n");
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        assert_eq!(huge.is_some(), limit.is_some());
+    }
+}

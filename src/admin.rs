@@ -109,7 +109,20 @@ impl AdminState {
     }
 
     fn invalid_apps(&self) -> Option<Vec<InvalidApp>> {
-        self.invalid_apps.as_ref().map(|rx| rx.borrow().clone())
+        if let Some(rx) = &self.invalid_apps {
+            return Some(rx.borrow().clone());
+        }
+        // Otherwise the reconcile loop's own list, when it left any app out.
+        let status = self.status.borrow();
+        let listed: Vec<InvalidApp> = status
+            .invalid_apps
+            .iter()
+            .map(|(app_id, error)| InvalidApp {
+                app_id: app_id.clone(),
+                error: error.clone(),
+            })
+            .collect();
+        (!listed.is_empty()).then_some(listed)
     }
 }
 

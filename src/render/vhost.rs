@@ -189,18 +189,14 @@ impl Ctx<'_> {
 
             if map_mode && path.is_none() && realm.is_none() && !self.service.redirect_http_to_https
             {
-                if !emitted.http {
-                    out.weight = -1;
-                    let args = [("haproxy_dir", self.r.options.haproxy_dir.as_str())];
-                    self.put_map(
-                        &mut out.http,
-                        Name::HttpFrontendAclOnly,
-                        Name::MapHttpFrontendAclOnly,
-                        &args,
-                    )?;
-                    emitted.http = true;
-                }
-                maps.domain.add(vhost, backend);
+                self.http_map_rule(
+                    out,
+                    Name::HttpFrontendAclOnly,
+                    Name::MapHttpFrontendAclOnly,
+                    emitted,
+                    maps,
+                    vhost,
+                )?;
             } else {
                 self.put(
                     &mut out.http,
@@ -239,28 +235,7 @@ impl Ctx<'_> {
                         ("backend", backend),
                     ],
                 )?),
-                (None, None) if map_mode => {
-                    let block = if emitted.https {
-                        None
-                    } else {
-                        out.weight = -1;
-                        emitted.https = true;
-                        let mut s = String::new();
-                        let args = [
-                            ("hostname", vhost),
-                            ("haproxy_dir", self.r.options.haproxy_dir.as_str()),
-                        ];
-                        self.put_map(
-                            &mut s,
-                            Name::HttpsFrontendAcl,
-                            Name::MapHttpsFrontendAcl,
-                            &args,
-                        )?;
-                        Some(s)
-                    };
-                    maps.domain.add(vhost, backend);
-                    block
-                }
+                (None, None) if map_mode => self.https_map_rule(out, emitted, maps, vhost)?,
                 (None, None) => Some(self.text(
                     Name::HttpsFrontendAcl,
                     &[
@@ -445,18 +420,14 @@ impl Ctx<'_> {
                 ];
                 self.put(&mut out.http, Name::HttpFrontendAclWithAuth, &args)?;
             } else if map_mode {
-                if !emitted.http {
-                    out.weight = -1;
-                    let args = [("haproxy_dir", self.r.options.haproxy_dir.as_str())];
-                    self.put_map(
-                        &mut out.http,
-                        Name::HttpFrontendAcl,
-                        Name::MapHttpFrontendAcl,
-                        &args,
-                    )?;
-                    emitted.http = true;
-                }
-                maps.domain.add(hostname, backend);
+                self.http_map_rule(
+                    out,
+                    Name::HttpFrontendAcl,
+                    Name::MapHttpFrontendAcl,
+                    emitted,
+                    maps,
+                    hostname,
+                )?;
             } else {
                 let args = [
                     ("cleanedUpHostname", acl),
@@ -477,23 +448,7 @@ impl Ctx<'_> {
                 ];
                 https_blocks.push(self.text(Name::HttpsFrontendAclWithAuth, &args)?);
             } else if map_mode {
-                if !emitted.https {
-                    out.weight = -1;
-                    let mut s = String::new();
-                    let args = [
-                        ("hostname", hostname),
-                        ("haproxy_dir", self.r.options.haproxy_dir.as_str()),
-                    ];
-                    self.put_map(
-                        &mut s,
-                        Name::HttpsFrontendAcl,
-                        Name::MapHttpsFrontendAcl,
-                        &args,
-                    )?;
-                    https_blocks.push(s);
-                    emitted.https = true;
-                }
-                maps.domain.add(hostname, backend);
+                https_blocks.extend(self.https_map_rule(out, emitted, maps, hostname)?);
             } else {
                 let args = [
                     ("cleanedUpHostname", acl),
@@ -513,5 +468,56 @@ impl Ctx<'_> {
                 .push((out.weight, block));
         }
         Ok(())
+    }
+
+    /// The shared `use_backend ... map(domain2backend.map)` rule of `marathon_http_in`: the
+    /// first service that needs it emits it (and then sorts first, with weight -1); every
+    /// vhost gets its map row.
+    fn http_map_rule(
+        &self,
+        out: &mut VhostRules,
+        label: Name,
+        global: Name,
+        emitted: &mut MapRulesEmitted,
+        maps: &mut Maps,
+        vhost: &str,
+    ) -> Result<(), super::Error> {
+        if !emitted.http {
+            out.weight = -1;
+            let args = [("haproxy_dir", self.r.options.haproxy_dir.as_str())];
+            self.put_map(&mut out.http, label, global, &args)?;
+            emitted.http = true;
+        }
+        maps.domain.add(vhost, self.backend);
+        Ok(())
+    }
+
+    /// The same for `marathon_https_in`; returns the rule block when this service emits it.
+    fn https_map_rule(
+        &self,
+        out: &mut VhostRules,
+        emitted: &mut MapRulesEmitted,
+        maps: &mut Maps,
+        vhost: &str,
+    ) -> Result<Option<String>, super::Error> {
+        let mut block = None;
+        if !emitted.https {
+            out.weight = -1;
+            emitted.https = true;
+            let mut s = String::new();
+            let args = [
+                ("hostname", vhost),
+                ("haproxy_dir", self.r.options.haproxy_dir.as_str()),
+            ];
+            self.put_map(
+                &mut s,
+                Name::HttpsFrontendAcl,
+                Name::MapHttpsFrontendAcl,
+                &args,
+            )?;
+            block = Some(s);
+        }
+        maps.domain.add(vhost, self.backend);
+        Ok(block)
     }
 }

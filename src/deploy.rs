@@ -197,8 +197,13 @@ impl Managed {
     }
 
     async fn runtime(&self, ops: &[plan::Op], config: &str) -> Result<(), String> {
-        let socket = plan::stats_socket(config)
-            .ok_or("the config has no `stats socket` in its global section")?;
+        // Our admin-level socket, else the config's own (which must then be `level admin`).
+        let socket = match &self.settings.runtime_socket {
+            Some(socket) => socket.clone(),
+            None => plan::stats_socket(config)
+                .ok_or("the config has no `stats socket` in its global section")?
+                .into(),
+        };
         let api = RuntimeApi::new(socket, self.drain_wait);
         let (results, outcome) = api.apply(ops).await;
         for (op, ok) in results {

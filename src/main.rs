@@ -203,7 +203,9 @@ async fn live(
     let target = if cli.manages_haproxy() {
         Target::Managed(Box::new(managed(cli, admin_addr, metrics.clone())?))
     } else {
-        Target::Command
+        Target::Command {
+            reload_pending: false,
+        }
     };
     let reconciler = Reconciler {
         config: config.clone(),

@@ -100,7 +100,10 @@ pub struct Timing {
 /// How checked configs reach HAProxy.
 pub enum Target {
     /// Write the file and run `--command` (the original's way), or just write without one.
-    Command,
+    Command {
+        /// The last reload command failed after its config was written: retry it next pass.
+        reload_pending: bool,
+    },
     /// HAProxy supervised by us, with Runtime API updates.
     Managed(Box<Managed>),
 }
@@ -253,8 +256,18 @@ impl Reconciler {
         })?;
         let apps = count_apps(&built.rendered.config);
         match &mut self.target {
-            Target::Command => {
-                let outcome = tokio::task::block_in_place(|| run::apply(built, config, templates));
+            Target::Command { reload_pending } => {
+                let mut outcome =
+                    tokio::task::block_in_place(|| run::apply(built, config, templates));
+                if let (Some(command), Ok(Outcome::Unchanged), true) =
+                    (&config.cli.command, &outcome, *reload_pending)
+                {
+                    // The config on disk is new but its reload failed: try the reload again.
+                    tracing::info!("retrying the reload command that failed before");
+                    outcome = crate::haproxy::reload(command)
+                        .map(|()| Outcome::Applied)
+                        .map_err(run::Error::from);
+                }
                 if config.cli.command.is_some() {
                     let failed = matches!(
                         outcome,
@@ -263,6 +276,7 @@ impl Reconciler {
                     if failed || matches!(outcome, Ok(Outcome::Applied)) {
                         self.metrics
                             .reload(ReloadReason::ConfigChange.as_str(), !failed);
+                        *reload_pending = failed;
                     }
                 }
                 let outcome = match outcome? {
@@ -314,7 +328,7 @@ impl Reconciler {
     async fn reload_existing(&mut self) {
         let result = match &mut self.target {
             Target::Managed(managed) => managed.reload_existing(&self.config).await,
-            Target::Command => {
+            Target::Command { .. } => {
                 let config = self.config.clone();
                 let outcome = tokio::task::block_in_place(|| run::reload_existing(&config));
                 self.metrics
@@ -430,7 +444,9 @@ mod tests {
                 config: config(dir.path()),
                 templates: Arc::new(Templates::builtin()),
                 source: Source::File(apps),
-                target: Target::Command,
+                target: Target::Command {
+                    reload_pending: false,
+                },
                 status: status_tx,
                 metrics: Metrics::new(),
                 timing,
@@ -472,7 +488,9 @@ mod tests {
                 config: config(dir.path()),
                 templates: Arc::new(Templates::builtin()),
                 source: Source::File(apps.clone()),
-                target: Target::Command,
+                target: Target::Command {
+                    reload_pending: false,
+                },
                 status: status_tx,
                 metrics: Metrics::new(),
                 timing,

@@ -268,3 +268,56 @@ fn apps_file_watch_rerenders_on_change() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_failed_reload_command_is_retried_on_the_next_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps_file = dir.path().join("apps.json");
+    std::fs::write(&apps_file, apps(31200)).unwrap();
+    let config = dir.path().join("haproxy.cfg");
+    // The reload works only once the file `ok` exists.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marathon-lb"))
+        .current_dir(dir.path())
+        .args([
+            "--apps-file",
+            apps_file.to_str().unwrap(),
+            "--watch",
+            "--group",
+            "external",
+        ])
+        .args([
+            "--skip-validation",
+            "--archive-versions",
+            "0",
+            "--admin-addr",
+            "off",
+        ])
+        .args(["--command", "test -f ok && echo reload >> reloads.log"])
+        .args(["--haproxy-config", config.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the first config", &|| config.exists());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !dir.path().join("reloads.log").exists(),
+        "the reload failed"
+    );
+    std::fs::write(dir.path().join("ok"), "").unwrap();
+    // Same apps, new mtime: a pass that finds the config unchanged must still reload.
+    std::fs::write(&apps_file, apps(31200)).unwrap();
+    let reloads = dir.path().join("reloads.log");
+    wait_for("the retried reload", &|| reloads.exists());
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}

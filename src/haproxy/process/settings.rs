@@ -127,6 +127,8 @@ pub struct SupervisorConfig {
     pub stop_timeout: Duration,
     /// Delay before the first restart of a dead master (doubled while it keeps dying).
     pub restart_delay: Duration,
+    /// An admin-level stats socket added for marathon-lb's Runtime API updates (`None`: none).
+    pub runtime_socket: Option<PathBuf>,
     /// Extra command-line arguments for HAProxy (e.g. `-n <maxconn>` where the fd limit is low).
     pub extra_args: Vec<String>,
     /// Extra environment for HAProxy (e.g. `MARATHON_LB_ADMIN_ADDR` for the Lua signal service).
@@ -151,6 +153,7 @@ impl SupervisorConfig {
             start_timeout: Duration::from_secs(10),
             stop_timeout: drain + Duration::from_secs(5),
             restart_delay: Duration::from_millis(100),
+            runtime_socket: Some(state_dir.join("runtime.sock")),
             extra_args: Vec::new(),
             env: Vec::new(),
         }
@@ -169,6 +172,14 @@ impl SupervisorConfig {
         }
         if let Some(max) = self.max_worker_reloads {
             text.push_str(&format!("  mworker-max-reloads {max}\n"));
+        }
+        if let Some(socket) = &self.runtime_socket {
+            // Our own Runtime API socket: the default head's `stats socket` has the default
+            // level `operator`, which may not `add server`.
+            text.push_str(&format!(
+                "  stats socket {} mode 600 level admin\n",
+                socket.display()
+            ));
         }
         text
     }

@@ -44,15 +44,56 @@ impl Drop for Killed {
     }
 }
 
-/// How the test has HAProxy run: `marathon-lb` arguments, given the work dir.
-///
-/// For now through `--command`: `reload.sh` starts HAProxy in master-worker mode on the first
-/// call and reloads it with `kill -USR2 <master pid>` after. For the managed mode (marathon-lb
-/// runs `haproxy -W -S ... -f <config>` itself) this becomes `Vec::new()`.
+/// A child process and everything it started (managed mode: HAProxy): on drop, SIGTERM to
+/// the child (a clean exit stops its HAProxy), then SIGKILL, by pid, to whatever is left.
+pub struct KilledTree(pub Child);
+
+impl Drop for KilledTree {
+    fn drop(&mut self) {
+        let pid = self.0.id() as i32;
+        let tree = descendants(pid);
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..100 {
+            if self.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        for pid in tree {
+            // SAFETY: kill(2) on a pid that was below our child (gone ones fail with ESRCH).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// How HAProxy is run in the end-to-end test.
+#[allow(dead_code)] // one of the two is in use
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Control {
+    /// `--command "sh reload.sh"`: the script starts HAProxy in master-worker mode on the
+    /// first call and reloads it with `kill -USR2 <master pid>` after.
+    Command,
+    /// Managed mode: no `--command`; marathon-lb runs `haproxy -W -S ... -f <config>` itself
+    /// (master socket and extra config in `--run-dir`).
+    Managed,
+}
+
+/// The way the end-to-end test runs HAProxy; switching is this one line.
+pub const CONTROL: Control = Control::Managed;
+
+/// `marathon-lb` arguments for [`CONTROL`], given the work dir.
 pub fn haproxy_control(dir: &Path) -> Vec<String> {
-    let script = dir.join("reload.sh");
-    std::fs::write(&script, RELOAD_SH).unwrap();
-    vec!["--command".into(), format!("sh {}", script.display())]
+    match CONTROL {
+        Control::Command => {
+            let script = dir.join("reload.sh");
+            std::fs::write(&script, RELOAD_SH).unwrap();
+            vec!["--command".into(), format!("sh {}", script.display())]
+        }
+        Control::Managed => vec!["--run-dir".into(), dir.join("run").display().to_string()],
+    }
 }
 
 /// Starts HAProxy (master-worker, daemon, pid file and master CLI in the script's dir) or

@@ -30,12 +30,15 @@
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
 //! - [`fake_marathon`]: an in-process fake Marathon (REST + SSE + DC/OS login) for tests.
+//! - [`fake_kube_apiserver`]: a stand-in Kubernetes API server over TLS (version, watch
+//!   stream, upgraded echo) for the `kubeapi-proxy` end-to-end test.
 //! - [`longhelp`]: `--longhelp`, every label and template.
 
 pub mod admin;
 pub mod compat;
 pub mod config;
 pub mod deploy;
+pub mod fake_kube_apiserver;
 pub mod fake_marathon;
 pub mod haproxy;
 pub mod longhelp;

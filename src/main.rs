@@ -225,7 +225,10 @@ async fn live(
 fn managed(cli: &Cli, admin_addr: Option<SocketAddr>, metrics: Metrics) -> anyhow::Result<Managed> {
     std::fs::create_dir_all(&cli.run_dir)
         .with_context(|| format!("creating --run-dir {}", cli.run_dir.display()))?;
-    let mut settings = SupervisorConfig::new(&cli.haproxy_config, &cli.run_dir);
+    // HAProxy reads a socket path without a leading '/' as host:port: use absolute paths.
+    let run_dir = std::fs::canonicalize(&cli.run_dir)
+        .with_context(|| format!("resolving --run-dir {}", cli.run_dir.display()))?;
+    let mut settings = SupervisorConfig::new(&cli.haproxy_config, &run_dir);
     settings.haproxy_bin = cli.haproxy_bin.clone().into();
     settings.drain_timeout =
         (cli.drain_timeout > 0).then(|| Duration::from_secs(cli.drain_timeout));

@@ -106,7 +106,7 @@ fn bundled_example_with_kubeapi_proxy_is_valid() {
         .unwrap_or_else(|e| panic!("haproxy rejected the bundled example: {e}"));
     // The check saw the real services, not an empty config.
     assert!(text.contains("frontend kubeapi-proxy_6443\n  bind *:6443 ssl crt "));
-    assert!(text.contains("  server kube-apiserver localhost:6443 ssl verify none\n"));
+    assert!(text.contains("  server kube-apiserver localhost:6444 ssl verify none\n"));
     assert!(text.contains("backend demo_web_10001\n"));
 }
 

@@ -200,3 +200,21 @@ async fn a_refused_op_is_reported_and_verify_catches_drift() {
         "verify must notice a server the process lacks"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_accepts_a_host_name_server_by_name() {
+    if haproxy_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = backend("a").await;
+    let front = free_port();
+    // A static server line with a host name, as the kubeapi-proxy app's BACKEND_SERVER_OPTIONS has.
+    let v1 = config(dir.path(), front, &[("a", a, false)]).replace(
+        &format!("server a 127.0.0.1:{a}"),
+        &format!("server a localhost:{a}"),
+    );
+    let _proc = start(dir.path(), &v1).await;
+    let api = RuntimeApi::new(dir.path().join("stats.sock"), Duration::from_millis(200));
+    api.verify(&v1).await.unwrap();
+}

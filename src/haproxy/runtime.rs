@@ -217,8 +217,26 @@ impl RuntimeApi {
         let expected = expected_servers(config);
         let mut problems = Vec::new();
         for (backend, servers) in &expected {
-            let mut want = servers.clone();
-            let mut have = running.get(backend).cloned().unwrap_or_default();
+            // HAProxy reports a host name's resolved address: compare those servers by name.
+            let by_name: Vec<&String> = servers
+                .iter()
+                .filter(|(_, addr, _)| !is_ip_address(addr))
+                .map(|(name, _, _)| name)
+                .collect();
+            let blank = |list: Vec<(String, String, bool)>| -> Vec<(String, String, bool)> {
+                list.into_iter()
+                    .map(|(name, addr, maint)| {
+                        let addr = if by_name.contains(&&name) {
+                            String::new()
+                        } else {
+                            addr
+                        };
+                        (name, addr, maint)
+                    })
+                    .collect()
+            };
+            let mut want = blank(servers.clone());
+            let mut have = blank(running.get(backend).cloned().unwrap_or_default());
             want.sort();
             have.sort();
             if want != have {
@@ -232,6 +250,18 @@ impl RuntimeApi {
             Err(RuntimeError::Mismatch(problems.join("; ")))
         }
     }
+}
+
+/// Whether `host:port` (or `[v6]:port`) names an IP address.
+fn is_ip_address(address: &str) -> bool {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => address,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
 }
 
 /// Parses a `show servers state` line (version 1 format).

@@ -160,6 +160,39 @@ async fn replacing_a_task_needs_no_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_tasks_under_keep_alive_load_needs_no_reload() {
+    if haproxy_missing("replacing_tasks_under_keep_alive_load_needs_no_reload") {
+        return;
+    }
+    let t = tasks(&["a", "b", "c", "d", "e", "f"]).await;
+    let port = free_port();
+    let lb = ManagedLb::start(Options::default(), &[&app("/web", port, &[&t[0], &t[1]])]).await;
+    lb.wait_for_answers(port, &["a", "b"], SETTLE).await;
+    let worker = lb.worker_pid().await;
+    let load = managed::Load::start(port, 8);
+    lb.wait_until("load flowing", SETTLE, || async { load.counts().0 > 100 })
+        .await;
+
+    // Each step replaces the oldest task while requests keep the servers busy: the deleted
+    // server must be drained, not make the update fall back to a reload.
+    for step in 0..4 {
+        let servers = [&t[step + 1], &t[step + 2]];
+        lb.set_apps(&[&app("/web", port, &servers)]);
+        wait_runtime_applies(&lb, step + 1).await;
+        let before = t[step + 2].hits();
+        lb.wait_until("the new task serving", SETTLE, || async {
+            t[step + 2].hits() > before
+        })
+        .await;
+    }
+    let (ok, failed) = load.counts();
+    drop(load);
+    assert_no_reload(&lb, worker).await;
+    assert_eq!(failed, 0, "{ok} requests ok");
+    assert_eq!(runtime_ok(&lb, "del").await, 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_flip_needs_no_reload() {
     if haproxy_missing("a_health_flip_needs_no_reload") {
         return;

@@ -362,8 +362,13 @@ impl ManagedLb {
     /// Starts the fake Marathon serving `apps`, then marathon-lb, and waits until HAProxy
     /// serves the first config and the event stream is connected.
     pub async fn start(options: Options, apps: &[&App]) -> ManagedLb {
+        Self::start_with_body(options, apps_body(apps)).await
+    }
+
+    /// [`ManagedLb::start`] with the fake Marathon serving this `/v2/apps` body.
+    pub async fn start_with_body(options: Options, body: String) -> ManagedLb {
         let fake = FakeMarathon::start(FakeOptions::default()).await.unwrap();
-        fake.set_apps(apps_body(apps));
+        fake.set_apps(body);
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports {
             stats: free_port(),
@@ -765,6 +770,95 @@ pub async fn get(port: u16, host: Option<&str>) -> String {
             Some((head, body)) if head.starts_with("HTTP/1.1 200") => body.to_owned(),
             _ => format!("ERR {}", out.lines().next().unwrap_or("no answer")),
         },
+    }
+}
+
+/// Keep-alive clients sending `GET /` to `127.0.0.1:port` back to back until dropped.
+pub struct Load {
+    /// Requests answered `200`.
+    pub ok: Arc<AtomicU64>,
+    /// Requests that failed (error, non-200, closed connection mid-request).
+    pub failed: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` connections; each reconnects when the server closes it between requests.
+    pub fn start(port: u16, clients: usize) -> Load {
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|_| tokio::spawn(client_loop(port, ok.clone(), failed.clone())))
+            .collect();
+        Load { ok, failed, tasks }
+    }
+
+    /// `(ok, failed)` so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn client_loop(port: u16, ok: Arc<AtomicU64>, failed: Arc<AtomicU64>) {
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    loop {
+        let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)).await else {
+            failed.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if sock.write_all(request).await.is_err() {
+                failed.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            // One response: headers, then Content-Length bytes.
+            let mut done = None;
+            while done.is_none() {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        buf.drain(..end + 4 + len);
+                        done = Some(head);
+                        continue;
+                    }
+                }
+                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let Some(head) = done else {
+                failed.fetch_add(1, Ordering::SeqCst);
+                break;
+            };
+            if head.starts_with("http/1.1 200") {
+                ok.fetch_add(1, Ordering::SeqCst);
+            } else {
+                failed.fetch_add(1, Ordering::SeqCst);
+            }
+            if head.contains("connection: close") {
+                break;
+            }
+        }
     }
 }
 

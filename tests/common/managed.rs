@@ -779,6 +779,11 @@ pub struct Load {
     pub ok: Arc<AtomicU64>,
     /// Requests that failed (error, non-200, closed connection mid-request).
     pub failed: Arc<AtomicU64>,
+    /// The first few failures, described.
+    pub failures: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Requests sent again on a fresh connection because the reused one was closed before
+    /// any byte of the answer (what HTTP clients do for idempotent requests).
+    pub retried: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -787,10 +792,24 @@ impl Load {
     pub fn start(port: u16, clients: usize) -> Load {
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let retried = Arc::new(AtomicU64::new(0));
         let tasks = (0..clients)
-            .map(|_| tokio::spawn(client_loop(port, ok.clone(), failed.clone())))
+            .map(|_| {
+                let fail = Failures {
+                    count: failed.clone(),
+                    first: failures.clone(),
+                };
+                tokio::spawn(client_loop(port, ok.clone(), fail, retried.clone()))
+            })
             .collect();
-        Load { ok, failed, tasks }
+        Load {
+            ok,
+            failed,
+            failures,
+            retried,
+            tasks,
+        }
     }
 
     /// `(ok, failed)` so far.
@@ -810,19 +829,39 @@ impl Drop for Load {
     }
 }
 
-async fn client_loop(port: u16, ok: Arc<AtomicU64>, failed: Arc<AtomicU64>) {
+#[derive(Clone)]
+struct Failures {
+    count: Arc<AtomicU64>,
+    first: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Failures {
+    fn add(&self, what: String) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        if first.len() < 10 {
+            first.push(what);
+        }
+    }
+}
+
+async fn client_loop(port: u16, ok: Arc<AtomicU64>, failed: Failures, retried: Arc<AtomicU64>) {
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     loop {
-        let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)).await else {
-            failed.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+        let mut sock = match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(sock) => sock,
+            Err(e) => {
+                failed.add(format!("connect: {e}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let mut buf = Vec::new();
+        let mut served = 0u64;
         let mut chunk = [0u8; 4096];
         loop {
-            if sock.write_all(request).await.is_err() {
-                failed.fetch_add(1, Ordering::SeqCst);
+            if let Err(e) = sock.write_all(request).await {
+                failed.add(format!("write after {served} responses: {e}"));
                 break;
             }
             // One response: headers, then Content-Length bytes.
@@ -841,19 +880,29 @@ async fn client_loop(port: u16, ok: Arc<AtomicU64>, failed: Arc<AtomicU64>) {
                         continue;
                     }
                 }
-                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk)).await {
+                let read = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk));
+                match read.await {
                     Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => break,
+                    Ok(Ok(0)) if served > 0 && buf.is_empty() => {
+                        // Closed before any byte of the answer on a reused connection: the
+                        // request is sent again on a fresh one (idempotent GET).
+                        retried.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    other => {
+                        failed.add(format!("read after {served} responses: {other:?}"));
+                        break;
+                    }
                 }
             }
             let Some(head) = done else {
-                failed.fetch_add(1, Ordering::SeqCst);
                 break;
             };
+            served += 1;
             if head.starts_with("http/1.1 200") {
                 ok.fetch_add(1, Ordering::SeqCst);
             } else {
-                failed.fetch_add(1, Ordering::SeqCst);
+                failed.add(head.lines().next().unwrap_or_default().to_owned());
             }
             if head.contains("connection: close") {
                 break;

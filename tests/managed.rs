@@ -196,6 +196,46 @@ async fn replacing_tasks_under_keep_alive_load_needs_no_reload() {
     assert_eq!(runtime_ok(&lb, "del").await, 4.0);
 }
 
+/// Known limitation, kept as a record: server ids are `sha256(name) mod 32767` with collisions
+/// resolved in address order (the original's scheme, byte-compatible output). A new task whose
+/// id collides with a running server's and sorts first takes that id, the running server's
+/// line changes (`id`), and the planner reloads ("server line changed"). The churn bench saw
+/// this once in 1000 events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known: an id collision between server names reloads (compat id scheme)"]
+async fn a_new_task_whose_server_id_collides_needs_no_reload() {
+    if haproxy_missing("a_new_task_whose_server_id_collides_needs_no_reload") {
+        return;
+    }
+    let (low, high) = colliding_free_ports().await;
+    let port = free_port();
+    let lb = ManagedLb::start(Options::default(), &[&app("/web", port, &[&high])]).await;
+    lb.wait_for_answers(port, &["high"], SETTLE).await;
+    let worker = lb.worker_pid().await;
+    lb.set_apps(&[&app("/web", port, &[&low, &high])]);
+    lb.wait_for_answers(port, &["high", "low"], SETTLE).await;
+    assert_no_reload(&lb, worker).await;
+}
+
+/// Task servers on two free ports whose server names get the same id hash, the lower first.
+async fn colliding_free_ports() -> (TaskServer, TaskServer) {
+    let mut seen: std::collections::HashMap<u32, u16> = Default::default();
+    for p in 20000..60000u16 {
+        let name = format!("127_0_0_1_{p}");
+        let id = marathon_lb::compat::server_id(&name, &mut Default::default());
+        if let Some(&low) = seen.get(&id) {
+            if let (Ok(a), Ok(b)) = (
+                TaskServer::start_on("low", low).await,
+                TaskServer::start_on("high", p).await,
+            ) {
+                return (a, b);
+            }
+        }
+        seen.entry(id).or_insert(p);
+    }
+    panic!("no free colliding ports");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_flip_needs_no_reload() {
     if haproxy_missing("a_health_flip_needs_no_reload") {

@@ -94,7 +94,12 @@ pub struct TaskServer {
 impl TaskServer {
     /// Starts one; needs a tokio runtime.
     pub async fn start(name: &str) -> TaskServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, 0).await.unwrap()
+    }
+
+    /// Starts one on `127.0.0.1:port` (`0`: any free port).
+    pub async fn start_on(name: &str, port: u16) -> std::io::Result<TaskServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicU64::new(0));
         let first_hit = Arc::new(OnceLock::new());
@@ -114,13 +119,13 @@ impl TaskServer {
                 tokio::spawn(serve(sock, reply.clone(), h.clone(), f.clone()));
             }
         });
-        TaskServer {
+        Ok(TaskServer {
             name: name.to_owned(),
             port,
             hits,
             first_hit,
             accept,
-        }
+        })
     }
 
     /// Requests answered so far.
@@ -427,6 +432,7 @@ impl ManagedLb {
             .args(&options.extra_args)
             .env_remove("DCOS_SERVICE_ACCOUNT_CREDENTIAL")
             .env_remove("MARATHON_LB_LOG")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

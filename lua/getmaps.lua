@@ -1,5 +1,6 @@
 -- Serves the --haproxy-map files (marathon-lb's /_haproxy_getvhostmap and /_haproxy_getappmap).
--- They live beside the haproxy.cfg given with -f; they are read on every request, so a map
+-- They live beside the haproxy.cfg given with the last -f (marathon-lb's own HAProxy is started
+-- as `-f <run-dir>/supervisor.cfg -f <haproxy.cfg>`); they are read on every request, so a map
 -- updated through the Runtime API and on disk is served as it is now.
 
 local function config_dir()
@@ -10,13 +11,14 @@ local function config_dir()
   local cmdline = f:read("*a")
   f:close()
   local take_next = false
+  local dir = "."
   for arg in string.gmatch(cmdline, "[^%z]+") do
     if take_next then
-      return string.match(arg, "^(.*)/[^/]*$") or "."
+      dir = string.match(arg, "^(.*)/[^/]*$") or "."
     end
     take_next = (arg == "-f")
   end
-  return "."
+  return dir
 end
 
 local dir = "."

@@ -310,16 +310,32 @@ fn reason_of(changes: &[Change]) -> ReloadReason {
 /// A `-n` cap when the config's global `maxconn` needs more file descriptors than the hard
 /// open-files limit allows (HAProxy would refuse to start: "Cannot raise FD limit").
 fn maxconn_cap(config: &str) -> Option<u64> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum?;
+    cap_for(config, limit)
+}
+
+/// [`maxconn_cap`] for a hard limit of `limit` descriptors.
+fn cap_for(config: &str, limit: u64) -> Option<u64> {
     let maxconn: u64 = config
         .lines()
         .take_while(|l| !l.starts_with("defaults"))
         .find_map(|l| l.trim().strip_prefix("maxconn "))
         .and_then(|v| v.trim().parse().ok())?;
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum?;
-    // HAProxy needs about two descriptors per connection plus its listeners and checks.
-    let needed = maxconn * 2 + 100;
+    // HAProxy needs two descriptors per connection plus one per listener and per health
+    // check. The `-n` given at start also applies to every later reload, so the reserve is
+    // twice what this config needs: the cluster may grow before the next restart.
+    let eaters = config
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| {
+            l.starts_with("bind ")
+                || (l.starts_with("server ") && l.split_whitespace().any(|w| w == "check"))
+        })
+        .count() as u64;
+    let reserve = 2 * eaters + 256;
+    let needed = maxconn * 2 + reserve;
     (needed > limit)
-        .then(|| limit.saturating_sub(200) / 2)
+        .then(|| limit.saturating_sub(reserve) / 2)
         .filter(|cap| *cap > 0)
 }
 
@@ -346,6 +362,22 @@ mod tests {
             ReloadReason::ConfigChange
         );
         assert_eq!(reason_of(&[Change::Initial]), ReloadReason::Initial);
+    }
+
+    #[test]
+    fn the_cap_leaves_descriptors_for_every_listener_and_check() {
+        // 1500 frontends (1000 apps) and 3000 checked servers under a 20000 hard limit: HAProxy
+        // wants 2 * maxconn plus one descriptor per listener and per check (and a few more);
+        // with the old `(limit - 200) / 2` it refused to start ("Cannot raise FD limit").
+        let mut config = String::from("global\n  maxconn 50000\ndefaults\n");
+        for i in 0..1500 {
+            config.push_str(&format!("frontend f{i}\n  bind 127.0.0.1:{}\n", 10000 + i));
+            config.push_str(&format!("backend f{i}\n  server a 10.0.0.1:1 check\n"));
+            config.push_str("  server b 10.0.0.2:1 check\n");
+        }
+        let cap = cap_for(&config, 20_000).expect("capped");
+        assert!(cap * 2 + 1500 + 3000 + 100 <= 20_000, "cap {cap}");
+        assert!(cap >= 1000, "cap {cap}");
     }
 
     #[test]

@@ -189,7 +189,13 @@ async fn live(
         ),
     };
     if let Some(addr) = admin_addr {
-        let state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
+        let mut state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
+        if cli.manages_haproxy() {
+            // Managed passes check every config and publish the apps they left out.
+            let (invalid_tx, invalid_rx) = watch::channel(Vec::new());
+            feeders.spawn(mirror_invalid_apps(status_rx.clone(), invalid_tx));
+            state = state.with_invalid_apps(invalid_rx);
+        }
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -249,6 +255,32 @@ fn managed(cli: &Cli, admin_addr: Option<SocketAddr>, metrics: Metrics) -> anyho
         ));
     }
     Ok(Managed::new(settings, metrics, Duration::from_secs(5)))
+}
+
+/// Keeps the admin server's list of left-out apps equal to the loop's published status.
+async fn mirror_invalid_apps(
+    mut status: watch::Receiver<Status>,
+    out: watch::Sender<Vec<admin::InvalidApp>>,
+) {
+    loop {
+        let apps: Vec<admin::InvalidApp> = status
+            .borrow_and_update()
+            .invalid_apps
+            .iter()
+            .map(|(app_id, error)| admin::InvalidApp {
+                app_id: app_id.clone(),
+                error: error.clone(),
+            })
+            .collect();
+        out.send_if_modified(|current| {
+            let changed = *current != apps;
+            *current = apps;
+            changed
+        });
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Marathon's event stream -> triggers: resync on every (re)connect and relevant event.

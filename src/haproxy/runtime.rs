@@ -12,6 +12,9 @@ use tokio::net::UnixStream;
 
 use super::plan::{expected_servers, Op};
 
+/// How long a refused `del server` is retried at least (while its last streams end).
+const DEL_RETRY: Duration = Duration::from_secs(1);
+
 /// Why a Runtime API call failed (the caller falls back to a reload).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -159,8 +162,20 @@ impl RuntimeApi {
                 self.expect(format!("set server {target} state maint"), &[])
                     .await?;
                 self.wait_for_no_sessions(backend, name).await?;
-                self.expect(format!("del server {target}"), &["Server deleted"])
-                    .await
+                // Streams and idle connections can outlive the last session for a moment.
+                let deadline = tokio::time::Instant::now() + self.drain_wait.max(DEL_RETRY);
+                loop {
+                    let command = format!("del server {target}");
+                    match self.expect(command, &["Server deleted"]).await {
+                        Err(RuntimeError::Refused { answer, .. })
+                            if answer.contains("still has connections")
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        result => return result,
+                    }
+                }
             }
         }
     }
@@ -169,8 +184,11 @@ impl RuntimeApi {
     /// shuts down whatever is left so it can be deleted.
     async fn wait_for_no_sessions(&self, backend: &str, name: &str) -> Result<(), RuntimeError> {
         let deadline = tokio::time::Instant::now() + self.drain_wait;
+        // By number: `show stat <name>` finds the frontend of the same name first (marathon-lb
+        // names an app's frontend and backend alike), which has no servers.
+        let proxy = self.backend_id(backend).await?;
         loop {
-            let stat = self.command(&format!("show stat {backend} 4 -1")).await?;
+            let stat = self.command(&format!("show stat {proxy} 4 -1")).await?;
             let sessions = stat
                 .lines()
                 .map(|l| l.split(',').collect::<Vec<_>>())
@@ -187,6 +205,23 @@ impl RuntimeApi {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The numeric id of `backend` (from `show servers state <backend>`), or its name when
+    /// it lists no server.
+    async fn backend_id(&self, backend: &str) -> Result<String, RuntimeError> {
+        let answer = self
+            .command(&format!("show servers state {backend}"))
+            .await?;
+        Ok(answer
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 2 && f[1] == backend).then(|| f[0].to_owned())
+            })
+            .next()
+            .unwrap_or_else(|| backend.to_owned()))
     }
 
     /// Every server of the running process (`show servers state`).

@@ -48,8 +48,8 @@ fn replace(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
-/// The built-in `HAPROXY_HEAD`, runnable unprivileged from `dir`: the stats socket
-/// (`mode 600 level admin`) and server state in `dir`, the Lua scripts from the repo, the stats
+/// The built-in `HAPROXY_HEAD`, runnable unprivileged from `dir`: the stats socket (at the
+/// default `operator` level, as in the built-in head) and server state in `dir`, the Lua scripts from the repo, the stats
 /// listener on `127.0.0.1:stats_port`, and `extra_defaults` lines appended to `defaults`.
 pub fn unprivileged_head(dir: &Path, stats_port: u16, extra_defaults: &[&str]) -> String {
     let head = marathon_lb::templates::default_head(None);
@@ -58,7 +58,7 @@ pub fn unprivileged_head(dir: &Path, stats_port: u16, extra_defaults: &[&str]) -
         &head,
         "stats socket /var/run/haproxy/socket expose-fd listeners",
         &format!(
-            "stats socket {}/haproxy.sock mode 600 level admin expose-fd listeners",
+            "stats socket {}/haproxy.sock mode 600 expose-fd listeners",
             dir.display()
         ),
     );
@@ -422,8 +422,9 @@ impl ManagedLb {
             .args(["--marathon", &fake.url(), "--sse", "--group", "external"])
             .arg("--haproxy-config")
             .arg(dir.path().join("haproxy.cfg"))
-            .arg("--run-dir")
-            .arg(dir.path().join("run"))
+            // Relative, as a user would type it (HAProxy needs absolute socket paths: the
+            // binary must resolve it).
+            .args(["--run-dir", "run"])
             .args(["--admin-addr", &format!("127.0.0.1:{}", ports.admin)])
             .arg("--ssl-certs")
             .arg(cert_pem())
@@ -521,9 +522,9 @@ impl ManagedLb {
         self.dir.path().join("run")
     }
 
-    /// The stats socket named in the head.
+    /// The admin-level stats socket marathon-lb adds for its Runtime API updates.
     pub fn stats_socket(&self) -> PathBuf {
-        self.dir.path().join("haproxy.sock")
+        self.run_dir().join("runtime.sock")
     }
 
     /// Serves `apps` from the fake Marathon and pushes a `status_update_event`.

@@ -141,7 +141,46 @@ impl Managed {
         });
     }
 
+    /// The Runtime API operations that take HAProxy from what it runs to `rendered`, when only
+    /// servers differ. Such a config needs no full `haproxy -c`: every other line is one HAProxy
+    /// already runs, and `add server` parses each new server line itself (a refused one falls
+    /// back to the checked path). This keeps task churn fast at any cluster size.
+    pub fn runtime_ops(&self, rendered: &Rendered) -> Option<Vec<plan::Op>> {
+        let running = self.running.as_ref().filter(|_| self.is_running())?;
+        match plan::plan(Some(snapshot(running)), snapshot(rendered)) {
+            Plan::Runtime(ops) => Some(ops),
+            _ => None,
+        }
+    }
+
+    /// Applies server-only changes (from [`Managed::runtime_ops`]): writes the config, runs the
+    /// operations and verifies the running servers.
+    ///
+    /// # Errors
+    /// Why it did not work; the caller then checks the config and reloads.
+    pub async fn apply_servers(
+        &mut self,
+        ops: &[plan::Op],
+        rendered: Rendered,
+        config: &Config,
+    ) -> Result<Deployed, String> {
+        let cli = &config.cli;
+        let paths = Paths::new(&cli.haproxy_config);
+        let validated = haproxy::Validated::unchecked(rendered);
+        haproxy::apply(&validated, &paths, cli.haproxy_map, cli.archive_versions)
+            .map_err(|e| e.to_string())?;
+        let next = validated.rendered().clone();
+        self.runtime(ops, &next.config).await?;
+        tracing::info!(
+            ops = ops.len(),
+            "applied server changes through the Runtime API"
+        );
+        self.running = Some(next);
+        Ok(Deployed::Runtime(ops.len()))
+    }
+
     /// Serves a checked config: runtime ops when only servers changed, else write + reload.
+    /// `runtime_failed`: the Runtime API already failed for this change, so reload.
     ///
     /// # Errors
     /// [`run::Error::Apply`] when files cannot be written; [`run::Error::Reload`] when HAProxy
@@ -150,6 +189,7 @@ impl Managed {
         &mut self,
         checked: Checked,
         config: &Config,
+        runtime_failed: bool,
     ) -> Result<Deployed, run::Error> {
         let cli = &config.cli;
         let paths = Paths::new(&cli.haproxy_config);
@@ -160,6 +200,15 @@ impl Managed {
         };
         match plan {
             Plan::Unchanged => Ok(Deployed::Unchanged),
+            Plan::Runtime(_) if runtime_failed => {
+                haproxy::apply(
+                    &checked.validated,
+                    &paths,
+                    cli.haproxy_map,
+                    cli.archive_versions,
+                )?;
+                self.reload(ReloadReason::RuntimeFallback, next).await
+            }
             Plan::Runtime(ops) => {
                 haproxy::apply(
                     &checked.validated,

@@ -305,13 +305,33 @@ impl Reconciler {
                         invalid: None,
                     });
                 }
+                // Task churn: straight to the Runtime API, no full `haproxy -c`.
+                let mut runtime_failed = false;
+                if let Some(ops) = managed.runtime_ops(&built.rendered) {
+                    match managed
+                        .apply_servers(&ops, built.rendered.clone(), config)
+                        .await
+                    {
+                        Ok(_) => {
+                            return Ok(Done {
+                                outcome: PassOutcome::Runtime,
+                                apps,
+                                invalid: None,
+                            })
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "runtime update failed; checking the config and reloading instead");
+                            runtime_failed = true;
+                        }
+                    }
+                }
                 let checked = tokio::task::block_in_place(|| run::check(built, config, templates))?;
                 let invalid = checked
                     .rejected
                     .iter()
                     .map(|r| (r.app_id.clone(), r.error_line.clone()))
                     .collect();
-                let outcome = match managed.deploy(checked, config).await? {
+                let outcome = match managed.deploy(checked, config, runtime_failed).await? {
                     Deployed::Unchanged => PassOutcome::Unchanged,
                     Deployed::Runtime(_) => PassOutcome::Runtime,
                     Deployed::Reloaded(_) => PassOutcome::Applied,

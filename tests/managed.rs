@@ -342,7 +342,10 @@ async fn a_new_app_reloads_with_its_reason() {
     .await;
     // The new worker can be seen a moment before the reload is confirmed and counted.
     let want = BTreeMap::from([("initial".to_owned(), 1), ("new-app".to_owned(), 1)]);
-    lb.wait_until("the new-app reload counted", SETTLE, || async { lb.reloads().await == want }).await;
+    lb.wait_until("the new-app reload counted", SETTLE, || async {
+        lb.reloads().await == want
+    })
+    .await;
 
     // And removing it is a reload too.
     lb.set_apps(&[&web]);

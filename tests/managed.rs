@@ -334,18 +334,16 @@ async fn a_new_app_reloads_with_its_reason() {
     lb.set_apps(&[&web, &app("/api", p2, &[&t[1]])]);
     lb.wait_for_answers(p2, &["b"], SETTLE).await;
     lb.wait_for_answers(p1, &["a"], SETTLE).await;
-    lb.wait_until("a new worker", SETTLE, || async {
-        lb.show_proc()
-            .await
-            .is_some_and(|p| p.workers.len() == 1 && p.workers[0].pid != worker)
-    })
-    .await;
-    // The new worker can be seen a moment before the reload is confirmed and counted.
-    let want = BTreeMap::from([("initial".to_owned(), 1), ("new-app".to_owned(), 1)]);
+    // The reload is counted once HAProxy confirmed the new worker.
     lb.wait_until("the new-app reload counted", SETTLE, || async {
-        lb.reloads().await == want
+        lb.reloads().await.get("new-app") == Some(&1)
     })
     .await;
+    assert_eq!(
+        lb.reloads().await,
+        BTreeMap::from([("initial".to_owned(), 1), ("new-app".to_owned(), 1)])
+    );
+    assert_ne!(lb.worker_pid().await, worker, "a reload means a new worker");
 
     // And removing it is a reload too.
     lb.set_apps(&[&web]);
@@ -353,7 +351,10 @@ async fn a_new_app_reloads_with_its_reason() {
         lb.reloads().await.get("removed-app") == Some(&1)
     })
     .await;
-    assert!(managed::get(p2, None).await.starts_with("ERR"));
+    lb.wait_until("the removed app's port closed", SETTLE, || async {
+        managed::get(p2, None).await.starts_with("ERR")
+    })
+    .await;
     lb.wait_for_answers(p1, &["a"], SETTLE).await;
 }
 

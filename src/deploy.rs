@@ -259,7 +259,12 @@ impl Managed {
             self.metrics.runtime_update(op, ok);
         }
         outcome.map_err(|e| e.to_string())?;
-        api.verify(config).await.map_err(|e| e.to_string())
+        let mut touched: Vec<&str> = ops.iter().map(plan::Op::backend).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        api.verify_backends(config, Some(&touched))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn reload(

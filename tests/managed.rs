@@ -202,7 +202,6 @@ async fn replacing_tasks_under_keep_alive_load_needs_no_reload() {
 /// line changes (`id`), and the planner reloads ("server line changed"). The churn bench saw
 /// this once in 1000 events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: an id collision between server names reloads (compat id scheme)"]
 async fn a_new_task_whose_server_id_collides_needs_no_reload() {
     if haproxy_missing("a_new_task_whose_server_id_collides_needs_no_reload") {
         return;

@@ -51,6 +51,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// The backend it changes.
+    pub fn backend(&self) -> &str {
+        match self {
+            Op::Add { backend, .. }
+            | Op::Delete { backend, .. }
+            | Op::SetDisabled { backend, .. } => backend,
+        }
+    }
+
     /// Short name for metrics: `add`, `del`, `state`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -158,6 +167,20 @@ impl Server {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         host.parse::<std::net::IpAddr>().is_ok()
+    }
+
+    /// The options without `id <n>`.
+    fn without_id(&self) -> Vec<&str> {
+        let mut out = Vec::with_capacity(self.options.len());
+        let mut words = self.options.iter();
+        while let Some(word) = words.next() {
+            if word == "id" {
+                words.next();
+            } else {
+                out.push(word.as_str());
+            }
+        }
+        out
     }
 
     /// Whether it has a health check (so `enable health` is needed after `add server`).
@@ -329,7 +352,14 @@ fn server_ops(
         name: name.into(),
         why,
     };
+    // Servers whose id moved (a new server took it: ids are a hash with collisions resolved
+    // in name order) are deleted first, so their id is free, and added again.
+    let (mut readd, mut adds, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     for (name, server) in &new {
+        let add = || Op::Add {
+            backend: backend.into(),
+            server: server.clone(),
+        };
         match old.get(name) {
             None if !dynamic => changes.push(change(
                 name,
@@ -337,15 +367,31 @@ fn server_ops(
             )),
             None => match server.unsupported() {
                 Some(why) => changes.push(change(name, why)),
-                None => ops.push(Op::Add {
-                    backend: backend.into(),
-                    server: server.clone(),
-                }),
+                None => adds.push(add()),
             },
+            Some(was)
+                if was.address == server.address
+                    && was.without_id() == server.without_id()
+                    && was.options != server.options =>
+            {
+                match server
+                    .unsupported()
+                    .or((!dynamic).then_some("balance algorithm does not allow dynamic servers"))
+                {
+                    Some(why) => changes.push(change(name, why)),
+                    None => {
+                        readd.push(Op::Delete {
+                            backend: backend.into(),
+                            name: name.clone(),
+                        });
+                        adds.push(add());
+                    }
+                }
+            }
             Some(was) if was.address != server.address || was.options != server.options => {
                 changes.push(change(name, "server line changed"))
             }
-            Some(was) if was.disabled != server.disabled => ops.push(Op::SetDisabled {
+            Some(was) if was.disabled != server.disabled => rest.push(Op::SetDisabled {
                 backend: backend.into(),
                 name: name.clone(),
                 disabled: server.disabled,
@@ -355,12 +401,13 @@ fn server_ops(
     }
     for name in old.keys() {
         if !new.contains_key(name) {
-            ops.push(Op::Delete {
+            rest.push(Op::Delete {
                 backend: backend.into(),
                 name: name.clone(),
             });
         }
     }
+    ops.extend(readd.into_iter().chain(adds).chain(rest));
 }
 
 /// The `stats socket` path of the global section (the Runtime API), if any.
@@ -493,9 +540,9 @@ mod tests {
                 "{changes:?}"
             );
         }
-        let id_changed = cfg(&[&S1.replace("id 111", "id 5")]);
+        let readdressed = cfg(&[&S1.replace(" 10.0.0.1:31000 ", " 10.0.0.9:31000 ")]);
         assert!(matches!(
-            plan(Some(snap(&a)), snap(&id_changed)),
+            plan(Some(snap(&a)), snap(&readdressed)),
             Plan::Reload(_)
         ));
         let hashed = cfg(&[S1]).replace("balance roundrobin", "balance source");
@@ -504,6 +551,35 @@ mod tests {
             plan(Some(snap(&hashed)), snap(&hashed_more)),
             Plan::Reload(_)
         ));
+    }
+
+    #[test]
+    fn a_server_whose_id_moved_is_deleted_and_added_again() {
+        let a = cfg(&[S1]);
+        // A new server took id 111; the old one now hashes on to 5.
+        let b = cfg(&[
+            "server 10_0_0_0_31000 10.0.0.0:31000 id 111",
+            &S1.replace("id 111", "id 5"),
+        ]);
+        let Plan::Runtime(ops) = plan(Some(snap(&a)), snap(&b)) else {
+            panic!("expected runtime ops")
+        };
+        let kinds: Vec<(&str, String)> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Add { server, .. } => ("add", server.name.clone()),
+                Op::Delete { name, .. } => ("del", name.clone()),
+                Op::SetDisabled { name, .. } => ("state", name.clone()),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("del", "10_0_0_1_31000".into()),
+                ("add", "10_0_0_0_31000".into()),
+                ("add", "10_0_0_1_31000".into())
+            ]
+        );
     }
 
     #[test]

@@ -242,14 +242,48 @@ impl RuntimeApi {
     /// # Errors
     /// [`RuntimeError::Mismatch`] naming the first differences.
     pub async fn verify(&self, config: &str) -> Result<(), RuntimeError> {
+        self.verify_backends(config, None).await
+    }
+
+    /// [`RuntimeApi::verify`] limited to some backends (`None`: all), so a change to a few
+    /// servers of a large config costs a few small queries.
+    ///
+    /// # Errors
+    /// As [`RuntimeApi::verify`].
+    pub async fn verify_backends(
+        &self,
+        config: &str,
+        only: Option<&[&str]>,
+    ) -> Result<(), RuntimeError> {
+        let states = match only {
+            None => self.servers().await?,
+            Some(backends) => {
+                let mut states = Vec::new();
+                for backend in backends {
+                    let answer = self
+                        .command(&format!("show servers state {backend}"))
+                        .await?;
+                    states.extend(
+                        answer
+                            .lines()
+                            .filter(|l| !l.starts_with('#'))
+                            .filter_map(parse_server_state),
+                    );
+                }
+                states
+            }
+        };
         let mut running: BTreeMap<String, Vec<(String, String, bool)>> = BTreeMap::new();
-        for s in self.servers().await? {
+        for s in states {
             running
                 .entry(s.backend)
                 .or_default()
                 .push((s.name, s.address, s.maint));
         }
-        let expected = expected_servers(config);
+        let mut expected = expected_servers(config);
+        if let Some(backends) = only {
+            expected.retain(|backend, _| backends.contains(&backend.as_str()));
+        }
         let mut problems = Vec::new();
         for (backend, servers) in &expected {
             // HAProxy reports a host name's resolved address: compare those servers by name.

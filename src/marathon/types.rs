@@ -41,55 +41,8 @@ impl<'a> AppsBody<'a> {
         let Ok(text) = std::str::from_utf8(text) else {
             return Ok(serde_json::from_slice(text)?);
         };
-        if text.len() >= PARALLEL_PARSE_BYTES {
-            if let Some(apps) = parse_in_parallel(text) {
-                return Ok(AppsBody { apps });
-            }
-        }
         Ok(serde_json::from_str(text)?)
     }
-}
-
-/// Bodies at least this large are parsed on several threads (a 10,000-app cluster is ~27 MB).
-const PARALLEL_PARSE_BYTES: usize = 4 << 20;
-
-/// Splits the `apps` array into its elements with one fast pass over the text (no values are
-/// built), then deserializes the halves on separate threads. `None` on any problem: the caller
-/// then parses sequentially, which also gives the precise error.
-fn parse_in_parallel<'a>(text: &'a str) -> Option<Vec<App<'a>>> {
-    #[derive(Deserialize)]
-    struct Elements<'a> {
-        #[serde(borrow)]
-        apps: Vec<&'a serde_json::value::RawValue>,
-    }
-    let elements = serde_json::from_str::<Elements<'a>>(text).ok()?.apps;
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
-    if workers < 2 {
-        return None;
-    }
-    let chunk = elements.len().div_ceil(workers).max(1);
-    fn parse<'a>(part: &[&'a serde_json::value::RawValue]) -> Option<Vec<App<'a>>> {
-        part.iter()
-            .map(|raw| serde_json::from_str(raw.get()).ok())
-            .collect()
-    }
-    let parts: Vec<Option<Vec<App<'a>>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = elements
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || parse(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().ok().flatten())
-            .collect()
-    });
-    let mut apps = Vec::with_capacity(elements.len());
-    for part in parts {
-        apps.extend(part?);
-    }
-    Some(apps)
 }
 
 /// One Marathon app definition with its embedded tasks.
@@ -326,23 +279,6 @@ mod tests {
         assert_eq!(apps[0].labels.len(), 1);
         assert!(apps[0].tasks.is_empty());
         assert!(apps[0].container.is_none());
-    }
-
-    #[test]
-    fn large_bodies_parse_in_parallel_to_the_same_apps() {
-        let app = r#"{"id":"/a","labels":{"HAPROXY_GROUP":"x","K":"v\nw"},"tasks":[{"id":"t","host":"h","ports":[1]}],"ignored":{"deep":[1,2,{"x":null}]}}"#;
-        let n = PARALLEL_PARSE_BYTES / app.len() + 10;
-        let body = format!(r#"{{"other":1,"apps":[{}]}}"#, vec![app; n].join(","));
-        let text: &str = &body;
-        let parallel = parse_in_parallel(text).expect("parallel parse");
-        let sequential = serde_json::from_str::<AppsBody<'_>>(text).unwrap().apps;
-        assert_eq!(parallel.len(), n);
-        assert_eq!(format!("{parallel:?}"), format!("{sequential:?}"));
-        assert_eq!(AppsBody::parse(body.as_bytes()).unwrap().apps.len(), n);
-        // A body whose apps cannot all be read falls back to the sequential error.
-        let broken = body.replacen(r#""ports":[1]"#, r#""ports":["x"]"#, 1);
-        assert!(parse_in_parallel(&broken).is_none());
-        assert!(AppsBody::parse(broken.as_bytes()).is_err());
     }
 
     #[test]

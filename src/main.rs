@@ -148,7 +148,7 @@ async fn live(
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let timing = Timing {
-        debounce: Duration::from_millis(10),
+        debounce: Duration::from_millis(5),
         resync_every: Duration::from_secs(cli.resync_interval.max(1)),
         max_backoff: Duration::from_secs(cli.max_backoff.max(1)),
     };

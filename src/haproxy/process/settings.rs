@@ -251,9 +251,12 @@ mod tests {
         config.drain_timeout = Some(Duration::from_millis(2500));
         config.max_worker_reloads = Some(50);
         let text = config.extra_config();
-        assert!(text.contains("\nglobal\n  hard-stop-after 2500ms\n  mworker-max-reloads 50\n"));
+        assert!(text.contains(
+            "\nglobal\n  hard-stop-after 2500ms\n  mworker-max-reloads 50\n  stats socket /run/mlb/runtime.sock mode 600 level admin\n"
+        ));
         config.drain_timeout = None;
         config.max_worker_reloads = None;
+        config.runtime_socket = None;
         assert!(config.extra_config().ends_with("\nglobal\n"));
         assert_eq!(config.master_socket, Path::new("/run/mlb/master.sock"));
     }

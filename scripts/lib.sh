@@ -26,3 +26,13 @@ ensure_haproxy() {
 target_dir() {
   echo "${CARGO_TARGET_DIR:-target}"
 }
+
+# Installs kubectl (Debian's kubernetes-client) when it is not on PATH, for tests/kubectl.
+ensure_kubectl() {
+  if command -v kubectl >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "==> kubectl not found: installing kubernetes-client with apt-get"
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y kubernetes-client
+}

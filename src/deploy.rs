@@ -153,8 +153,8 @@ impl Managed {
         }
     }
 
-    /// Applies server-only changes (from [`Managed::runtime_ops`]): writes the config, runs the
-    /// operations and verifies the running servers.
+    /// Applies server-only changes (from [`Managed::runtime_ops`]): runs the operations,
+    /// verifies the running servers, then writes the config.
     ///
     /// # Errors
     /// Why it did not work; the caller then checks the config and reloads.
@@ -166,11 +166,14 @@ impl Managed {
     ) -> Result<Deployed, String> {
         let cli = &config.cli;
         let paths = Paths::new(&cli.haproxy_config);
+        // Traffic first: the running process changes before the file is written (and synced),
+        // so the write is off the event-to-traffic path. A failure here leaves the file as it
+        // was; the caller's checked path then writes and reloads.
+        self.runtime(ops, &rendered.config).await?;
         let validated = haproxy::Validated::unchecked(rendered);
         haproxy::apply(&validated, &paths, cli.haproxy_map, cli.archive_versions)
             .map_err(|e| e.to_string())?;
         let next = validated.rendered().clone();
-        self.runtime(ops, &next.config).await?;
         tracing::info!(
             ops = ops.len(),
             "applied server changes through the Runtime API"

@@ -286,6 +286,7 @@ impl Managed {
                 Err(e) => Err(run::Error::Reload(e.to_string())),
             };
         }
+        self.save_server_state(&next.config).await;
         let Some(supervisor) = &self.supervisor else {
             unreachable!("is_running checked it")
         };
@@ -302,6 +303,28 @@ impl Managed {
                 self.running = None;
                 Err(run::Error::Reload(e.to_string()))
             }
+        }
+    }
+
+    /// Before a reload, writes `show servers state` to the file the config's global section
+    /// loads (`server-state-file` under `server-state-base`, as the built-in head has), so the
+    /// new worker starts with the servers' current health and admin state instead of all up.
+    /// Best effort: without it the new worker only loses that state.
+    async fn save_server_state(&self, config: &str) {
+        let Some(path) = server_state_path(config) else {
+            return;
+        };
+        let Some(socket) = &self.settings.runtime_socket else {
+            return;
+        };
+        let api = RuntimeApi::new(socket, self.drain_wait);
+        match api.command("show servers state").await {
+            Ok(state) => {
+                if let Err(e) = std::fs::write(&path, state) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot save the server state before a reload");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the server state before a reload"),
         }
     }
 
@@ -336,6 +359,22 @@ impl Managed {
     pub fn supervisor(&self) -> Option<&Supervisor> {
         self.supervisor.as_ref()
     }
+}
+
+/// Where the global section's `server-state-file` lives (joined to `server-state-base`).
+fn server_state_path(config: &str) -> Option<std::path::PathBuf> {
+    let global = config.split("\ndefaults").next()?;
+    let value = |key: &str| {
+        global
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
+    };
+    let file = value("server-state-file ")?;
+    let file = std::path::PathBuf::from(file);
+    if file.is_absolute() {
+        return Some(file);
+    }
+    Some(std::path::PathBuf::from(value("server-state-base ")?).join(file))
 }
 
 fn snapshot(r: &Rendered) -> Snapshot<'_> {
@@ -435,6 +474,23 @@ mod tests {
         let cap = cap_for(&config, 20_000).expect("capped");
         assert!(cap * 2 + 1500 + 3000 + 100 <= 20_000, "cap {cap}");
         assert!(cap >= 1000, "cap {cap}");
+    }
+
+    #[test]
+    fn the_server_state_file_is_found_in_the_global_section() {
+        let head = crate::templates::default_head(None);
+        assert_eq!(
+            server_state_path(&head),
+            Some("/var/state/haproxy/global".into())
+        );
+        assert_eq!(
+            server_state_path("global\n  server-state-file /s/f\ndefaults\n"),
+            Some("/s/f".into())
+        );
+        assert_eq!(
+            server_state_path("global\n  maxconn 1\ndefaults\n  server-state-file x\n"),
+            None
+        );
     }
 
     #[test]

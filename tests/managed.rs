@@ -343,6 +343,9 @@ async fn a_new_app_reloads_with_its_reason() {
         BTreeMap::from([("initial".to_owned(), 1), ("new-app".to_owned(), 1)])
     );
     assert_ne!(lb.worker_pid().await, worker, "a reload means a new worker");
+    // The servers' state was saved for the new worker (`server-state-file global` in the head).
+    let state = std::fs::read_to_string(lb.dir.path().join("global")).expect("server state file");
+    assert!(state.contains("web_"), "{state}");
 
     // And removing it is a reload too.
     lb.set_apps(&[&web]);

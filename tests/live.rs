@@ -118,8 +118,16 @@ async fn first_config_then_an_event_is_reflected() {
     fake.set_apps(apps(31001));
     event(&fake);
     lb.wait_for_port(31001, 5).await;
-    let reloads = std::fs::read_to_string(lb.dir.path().join("reloads.log")).unwrap();
-    assert_eq!(reloads.lines().count(), 2, "one reload per changed config");
+    // The reload command runs just after the config is written: give it a moment.
+    let count = || {
+        std::fs::read_to_string(lb.dir.path().join("reloads.log")).map_or(0, |r| r.lines().count())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count(), 2, "one reload per changed config");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,13 @@
 mod service;
 mod vhost;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use crate::compat::clean_name;
 use crate::model::{sibling_ranges, Service};
 use crate::templates::{FormatError, Name, Template, Templates};
 use service::{Sections, Selected};
-use vhost::{GroupedVhost, MapRulesEmitted};
+use vhost::{MapRulesEmitted, SharedRules};
 
 /// Why a config could not be rendered. The original aborts the run on all of these.
 #[derive(Debug, thiserror::Error)]
@@ -278,9 +278,7 @@ impl Renderer<'_> {
         let mut appids_seen: HashSet<&str> = HashSet::new();
         let mut http_rules: Vec<(i64, String)> = Vec::new();
         let mut https_rules: Vec<(i64, String)> = Vec::new();
-        let mut grouped: BTreeMap<String, GroupedVhost> = BTreeMap::new();
-        let mut emitted = MapRulesEmitted::default();
-        let mut maps = Maps::default();
+        let mut rules = SharedRules::default();
         let mut shared_rules = || -> Result<(), (usize, Error)> {
             for s in &selected {
                 let fail = |e| (s.index, e);
@@ -289,13 +287,13 @@ impl Renderer<'_> {
                     && service.hostname.as_deref().is_some_and(|h| !h.is_empty())
                 {
                     let rules = self
-                        .vhost_rules(service, &s.backend, &mut emitted, &mut maps, &mut grouped)
+                        .vhost_rules(service, &s.backend, &mut rules)
                         .map_err(fail)?;
                     http_rules.push((rules.weight, rules.http));
                     https_rules.push((rules.weight, rules.https));
                 }
                 if s.mode == "http" && appids_seen.insert(&service.app_id) {
-                    self.appid_rule(&mut appid_frontends, &mut emitted, &mut maps, s)
+                    self.appid_rule(&mut appid_frontends, &mut rules.emitted, &mut rules.maps, s)
                         .map_err(fail)?;
                 }
             }
@@ -339,7 +337,7 @@ impl Renderer<'_> {
             .iter()
             .for_each(|(_, text)| http_frontends.push_str(text));
         if opts.group_https_by_vhost {
-            for vhost in grouped.keys() {
+            for vhost in rules.grouped.keys() {
                 let name = clean_name(vhost);
                 self.format_global(
                     &mut https_frontends,
@@ -364,7 +362,7 @@ impl Renderer<'_> {
         if opts.bind_http_https {
             config.push_str(&https_frontends);
             if opts.group_https_by_vhost {
-                for (vhost, group) in &mut grouped {
+                for (vhost, group) in &mut rules.grouped {
                     let name = clean_name(vhost);
                     self.format_global(
                         &mut config,
@@ -396,8 +394,8 @@ impl Renderer<'_> {
         config.push_str(&backends);
         Ok(Rendered {
             config,
-            domain_map: maps.domain.text(),
-            app_map: maps.app.text(),
+            domain_map: rules.maps.domain.text(),
+            app_map: rules.maps.app.text(),
         })
     }
 

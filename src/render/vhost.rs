@@ -55,6 +55,17 @@ pub struct VhostRules {
     pub https: String,
 }
 
+/// What all services' vhost rules build together.
+#[derive(Debug, Default)]
+pub struct SharedRules {
+    /// Which shared map rules are already emitted.
+    pub emitted: MapRulesEmitted,
+    /// The map files' rows.
+    pub maps: Maps,
+    /// The `--group-https-by-vhost` frontends, by vhost.
+    pub grouped: BTreeMap<String, GroupedVhost>,
+}
+
 /// Flags that say a shared map rule was already emitted (it is emitted once per config).
 #[derive(Debug, Default)]
 pub struct MapRulesEmitted {
@@ -72,9 +83,7 @@ impl Renderer<'_> {
         &self,
         service: &Service,
         backend: &str,
-        emitted: &mut MapRulesEmitted,
-        maps: &mut Maps,
-        grouped: &mut BTreeMap<String, GroupedVhost>,
+        shared: &mut SharedRules,
     ) -> Result<VhostRules, super::Error> {
         let hostname = service.hostname.as_deref().unwrap_or_default();
         let app_path = service
@@ -103,9 +112,9 @@ impl Renderer<'_> {
         };
 
         if hostname.contains(',') {
-            ctx.multiple_vhosts(hostname, path, realm, emitted, maps, grouped, &mut out)?;
+            ctx.multiple_vhosts(hostname, path, realm, shared, &mut out)?;
         } else {
-            ctx.single_vhost(hostname, path, realm, emitted, maps, grouped, &mut out)?;
+            ctx.single_vhost(hostname, path, realm, shared, &mut out)?;
         }
         Ok(out)
     }
@@ -143,17 +152,19 @@ impl Ctx<'_> {
         Ok(s)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn multiple_vhosts(
         &self,
         hostname: &str,
         path: Option<&str>,
         realm: Option<&str>,
-        emitted: &mut MapRulesEmitted,
-        maps: &mut Maps,
-        grouped: &mut BTreeMap<String, GroupedVhost>,
+        shared: &mut SharedRules,
         out: &mut VhostRules,
     ) -> Result<(), super::Error> {
+        let SharedRules {
+            emitted,
+            maps,
+            grouped,
+        } = shared;
         let (backend, acl, app_id) = (self.backend, self.acl, self.service.app_id.as_str());
         let vhosts: Vec<&str> = hostname.split(',').collect();
         let map_mode = self.r.options.haproxy_map;
@@ -308,17 +319,19 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn single_vhost(
         &self,
         hostname: &str,
         path: Option<&str>,
         realm: Option<&str>,
-        emitted: &mut MapRulesEmitted,
-        maps: &mut Maps,
-        grouped: &mut BTreeMap<String, GroupedVhost>,
+        shared: &mut SharedRules,
         out: &mut VhostRules,
     ) -> Result<(), super::Error> {
+        let SharedRules {
+            emitted,
+            maps,
+            grouped,
+        } = shared;
         let (backend, acl, app_id) = (self.backend, self.acl, self.service.app_id.as_str());
         let map_mode = self.r.options.haproxy_map;
         GroupedVhost::note_service(grouped, hostname, self.service);

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::haproxy::{self, isolate, ApplyError, Paths, ValidateError, Validated};
-use crate::marathon::types::{self, AppsBody};
+use crate::marathon::types;
 use crate::model::{self, network::Resolver, HealthMemory};
 use crate::render::{self, Rendered};
 use crate::templates::Templates;
@@ -90,6 +90,51 @@ pub fn render_body(
     Ok(build_body(body, origin, config, templates, memory)?.rendered)
 }
 
+/// Why [`parse_and_model`] failed.
+enum Parsed {
+    Body(types::Error),
+    Model(model::Error),
+}
+
+/// Parses the body on a second thread and models each app as it arrives: the two steps
+/// overlap, and the parsed apps are dropped one by one instead of all being held at once.
+/// A malformed body wins over an invalid label (it is found only once parsing ends).
+fn parse_and_model(
+    body: &[u8],
+    config: &Config,
+    memory: &mut Memory,
+) -> Result<Vec<model::Service>, Parsed> {
+    /// Apps handed over at once: one wake-up of the modeling thread per batch, not per app.
+    const BATCH: usize = 64;
+    std::thread::scope(|scope| {
+        let (batches, parsed_batches) = std::sync::mpsc::sync_channel::<Vec<types::App>>(8);
+        let parser = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            // A failed send means the receiver panicked, which the join below reports.
+            let parsed = types::for_each_app(body, |app| {
+                batch.push(app);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    let _ = batches.send(full);
+                }
+            });
+            let _ = batches.send(batch);
+            parsed
+        });
+        let mut builder =
+            model::Builder::new(&config.model, &mut memory.resolver, &mut memory.health);
+        for app in parsed_batches.into_iter().flatten() {
+            builder.push(app);
+        }
+        let parsed = match parser.join() {
+            Ok(parsed) => parsed,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        parsed.map_err(Parsed::Body)?;
+        builder.finish().map_err(Parsed::Model)
+    })
+}
+
 /// A rendered config with the services it came from (isolation re-renders subsets of them).
 #[derive(Debug)]
 pub struct Built {
@@ -112,19 +157,13 @@ pub fn build_body(
 ) -> Result<Built, Error> {
     let started = std::time::Instant::now();
     let apps_bytes = body.as_ref().len();
-    let apps = AppsBody::parse(body.as_ref())
-        .map_err(|source| Error::Parse {
+    let services = parse_and_model(body.as_ref(), config, memory).map_err(|e| match e {
+        Parsed::Body(source) => Error::Parse {
             origin: origin.to_owned(),
             source,
-        })?
-        .apps;
-    let parsed = started.elapsed();
-    let services = model::build(
-        apps,
-        &config.model,
-        &mut memory.resolver,
-        &mut memory.health,
-    )?;
+        },
+        Parsed::Model(e) => Error::Model(e),
+    })?;
     let modeled = started.elapsed();
     // The services own what they need: free the body (often tens of MB) before rendering.
     drop(body);
@@ -132,8 +171,7 @@ pub fn build_body(
     tracing::debug!(
         apps_bytes,
         services = services.len(),
-        parse_ms = parsed.as_secs_f64() * 1e3,
-        model_ms = (modeled - parsed).as_secs_f64() * 1e3,
+        parse_and_model_ms = modeled.as_secs_f64() * 1e3,
         render_ms = (started.elapsed() - modeled).as_secs_f64() * 1e3,
         "rendered"
     );

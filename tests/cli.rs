@@ -132,6 +132,26 @@ fn malformed_json_fails_naming_the_file() {
 }
 
 #[test]
+fn malformed_json_after_an_app_with_a_bad_label_is_reported_as_malformed_json() {
+    // Apps are modeled while the rest of the body is still parsing: the body error must win.
+    let dir = Dir::new();
+    let bad_label = ONE_APP.replace(r#""HAPROXY_0_MODE":"http""#, r#""HAPROXY_0_PORT":"abc""#);
+    let truncated = bad_label
+        .trim_end()
+        .trim_end_matches('}')
+        .trim_end_matches(']');
+    dir.write("apps.json", &format!("{truncated}, {{\"id\": "));
+    let out = dir.run_apps(&["--group", "external", "--skip-validation"]);
+    assert_status(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("apps.json") && err.contains("malformed"),
+        "{err}"
+    );
+    assert!(!err.contains("HAPROXY_0_PORT"), "{err}");
+}
+
+#[test]
 fn bad_label_fails_naming_app_and_label_and_keeps_the_old_config() {
     let dir = Dir::new();
     dir.write("out/haproxy.cfg", "# the last good config\n");

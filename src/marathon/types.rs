@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{MapAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A string borrowed from the response body when it has no escapes (most do not), so
@@ -24,10 +24,9 @@ pub enum Error {
 }
 
 /// The whole `/v2/apps` response.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct AppsBody<'a> {
     /// Every app Marathon knows, in Marathon's order.
-    #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub apps: Vec<App<'a>>,
 }
 
@@ -37,11 +36,102 @@ impl<'a> AppsBody<'a> {
     /// # Errors
     /// [`Error::Parse`] when the text is not JSON of the expected shape.
     pub fn parse(text: &'a [u8]) -> Result<Self, Error> {
-        // Validating UTF-8 once up front lets serde_json skip validating every string (2x faster).
-        let Ok(text) = std::str::from_utf8(text) else {
-            return Ok(serde_json::from_slice(text)?);
-        };
-        Ok(serde_json::from_str(text)?)
+        let mut apps = Vec::new();
+        for_each_app(text, |app| apps.push(app))?;
+        Ok(Self { apps })
+    }
+}
+
+/// Parses a `/v2/apps` body, handing each app to `each` as soon as it is parsed, in
+/// Marathon's order: the caller can model one app while the next one parses, and the
+/// whole list never needs to be in memory at once.
+///
+/// # Errors
+/// [`Error::Parse`] when the text is not JSON of the expected shape (apps before the
+/// error may already have been handed over).
+pub fn for_each_app<'a>(text: &'a [u8], each: impl FnMut(App<'a>)) -> Result<(), Error> {
+    let body = Body { each };
+    // Validating UTF-8 once up front lets serde_json skip validating every string (2x faster).
+    let Ok(text) = std::str::from_utf8(text) else {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        body.deserialize(&mut de)?;
+        return Ok(de.end()?);
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    body.deserialize(&mut de)?;
+    Ok(de.end()?)
+}
+
+/// The top-level object: `apps` goes to the callback, anything else is skipped.
+struct Body<F> {
+    each: F,
+}
+
+impl<'de, F: FnMut(App<'de>)> DeserializeSeed<'de> for Body<F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(App<'de>)> Visitor<'de> for Body<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Marathon apps listing object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = false;
+        while let Some(BodyStr(key)) = map.next_key()? {
+            if key != "apps" {
+                map.next_value::<IgnoredAny>()?;
+            } else if std::mem::replace(&mut seen, true) {
+                return Err(serde::de::Error::duplicate_field("apps"));
+            } else {
+                map.next_value_seed(AppList(&mut self.each))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `apps` array (or null), element by element.
+struct AppList<'f, F>(&'f mut F);
+
+impl<'de, F: FnMut(App<'de>)> DeserializeSeed<'de> for AppList<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, F: FnMut(App<'de>)> Visitor<'de> for AppList<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of apps")
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(app) = seq.next_element::<App<'de>>()? {
+            (self.0)(app);
+        }
+        Ok(())
     }
 }
 
@@ -50,7 +140,7 @@ impl<'a> AppsBody<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct App<'a> {
     /// Absolute app id, e.g. `/team/web`.
-    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    #[serde(borrow, default, deserialize_with = "str_or_default")]
     pub id: Str<'a>,
     /// Requested instance count (used by deployment-group draining).
     pub instances: Option<i64>,
@@ -149,7 +239,7 @@ pub struct Network {
 #[serde(rename_all = "camelCase")]
 pub struct VersionInfo<'a> {
     /// Time of the last scale change, ISO 8601.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "optional_str")]
     pub last_scaling_at: Option<Str<'a>>,
 }
 
@@ -158,10 +248,10 @@ pub struct VersionInfo<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct Task<'a> {
     /// Task id; old tasks are drained in id order.
-    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    #[serde(borrow, default, deserialize_with = "str_or_default")]
     pub id: Str<'a>,
     /// Agent host name or address.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "optional_str")]
     pub host: Option<Str<'a>>,
     /// Host ports (host and bridge networking).
     pub ports: Option<Vec<i64>>,
@@ -169,7 +259,7 @@ pub struct Task<'a> {
     #[serde(borrow)]
     pub ip_addresses: Option<Vec<TaskIpAddress<'a>>>,
     /// Mesos task state; absent in some test fixtures.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "optional_str")]
     pub state: Option<Str<'a>>,
     /// Latest health check results.
     pub health_check_results: Option<Vec<HealthCheckResult>>,
@@ -180,7 +270,7 @@ pub struct Task<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct TaskIpAddress<'a> {
     /// The address.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "optional_str")]
     pub ip_address: Option<Str<'a>>,
 }
 
@@ -253,18 +343,72 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A string borrowed from the body when it has no escapes. (serde's own `Cow` impl always
+/// copies, and `#[serde(borrow)]` only helps a bare `Cow` field without `deserialize_with`.)
+struct BodyStr<'a>(Str<'a>);
+
+impl<'de> Deserialize<'de> for BodyStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = BodyStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BodyStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BodyStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(BodyStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+fn optional_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Str<'de>>, D::Error> {
+    Ok(Option::<BodyStr<'de>>::deserialize(d)?.map(|s| s.0))
+}
+
+fn str_or_default<'de, D: Deserializer<'de>>(d: D) -> Result<Str<'de>, D::Error> {
+    Ok(optional_str(d)?.unwrap_or_default())
+}
+
 fn labels<'de, D>(d: D) -> Result<BTreeMap<Str<'de>, Str<'de>>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(#[serde(borrow)] Option<BTreeMap<Str<'a>, Option<Str<'a>>>>);
-    let Borrowed(raw) = Borrowed::deserialize(d)?;
-    Ok(raw
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect())
+    struct Labels;
+    impl<'de> Visitor<'de> for Labels {
+        type Value = BTreeMap<Str<'de>, Str<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a labels object")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut labels = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<BodyStr<'de>, Option<BodyStr<'de>>>()? {
+                match value {
+                    Some(value) => labels.insert(key.0, value.0),
+                    // A later null removes an earlier value, as in the original's dict.
+                    None => labels.remove(&key.0),
+                };
+            }
+            Ok(labels)
+        }
+    }
+    d.deserialize_option(Labels)
 }
 
 #[cfg(test)]
@@ -284,5 +428,48 @@ mod tests {
     #[test]
     fn malformed_json_is_an_error() {
         assert!(AppsBody::parse(b"{\"apps\": [").is_err());
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed_from_the_body() {
+        let body = br#"{"apps":[{"id":"/a","labels":{"K":"v","E":"x\u0041"},
+            "versionInfo":{"lastScalingAt":"2020"},
+            "tasks":[{"id":"t","host":"h","state":"S","ipAddresses":[{"ipAddress":"1.2.3.4"}]}]}]}"#;
+        let apps = AppsBody::parse(body).unwrap().apps;
+        let (app, task) = (&apps[0], &apps[0].tasks[0]);
+        let borrowed = |s: &Str| matches!(s, Cow::Borrowed(_));
+        assert!(borrowed(&app.id));
+        assert!(app.labels.keys().all(borrowed));
+        assert!(borrowed(&app.labels["K"]));
+        assert_eq!(app.labels["E"], "xA");
+        assert!(borrowed(
+            app.version_info
+                .as_ref()
+                .unwrap()
+                .last_scaling_at
+                .as_ref()
+                .unwrap()
+        ));
+        assert!(borrowed(&task.id));
+        assert!([&task.host, &task.state]
+            .iter()
+            .all(|s| s.as_ref().is_some_and(borrowed)));
+        let ip = &task.ip_addresses.as_ref().unwrap()[0].ip_address;
+        assert!(ip.as_ref().is_some_and(borrowed));
+    }
+
+    #[test]
+    fn apps_are_handed_over_in_order_and_other_keys_ignored() {
+        let body = br#"{"extra":{"apps":1},"apps":[{"id":"/a"},{"id":"/b"}],"more":[1]}"#;
+        let mut ids = Vec::new();
+        for_each_app(body, |app| ids.push(app.id.to_string())).unwrap();
+        assert_eq!(ids, ["/a", "/b"]);
+        assert!(AppsBody::parse(br#"{"apps":null}"#)
+            .unwrap()
+            .apps
+            .is_empty());
+        assert!(AppsBody::parse(br#"{}"#).unwrap().apps.is_empty());
+        assert!(AppsBody::parse(br#"{"apps":[]} x"#).is_err());
+        assert!(AppsBody::parse(br#"[]"#).is_err());
     }
 }

@@ -17,7 +17,8 @@ pub struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(app: App<'a>) -> Self {
+    /// An app outside any group: nothing drains.
+    pub fn new(app: App<'a>) -> Self {
         let draining = vec![false; app.tasks.len()];
         Self { app, draining }
     }
@@ -29,29 +30,63 @@ impl<'a> Prepared<'a> {
 /// # Errors
 /// [`Error::Deployment`] when dates or instance counts the merge needs are missing or invalid.
 pub fn merge(apps: Vec<App<'_>>) -> Result<Vec<Prepared<'_>>, Error> {
-    let mut plain = Vec::with_capacity(apps.len());
-    let mut groups: Vec<(String, Prepared)> = Vec::new();
-    for mut app in apps {
+    let mut groups = Groups::default();
+    let mut plain: Vec<Prepared> = apps
+        .into_iter()
+        .filter_map(|app| groups.take(app))
+        .map(Prepared::new)
+        .collect();
+    plain.extend(groups.finish()?);
+    Ok(plain)
+}
+
+/// Collects the apps of deployment groups as they stream in, merging each group's pair.
+#[derive(Debug, Default)]
+pub struct Groups<'a> {
+    /// Group id -> its merged app so far, in order of first appearance.
+    merged: Vec<(String, Prepared<'a>)>,
+    /// The first merge that failed; later grouped apps are dropped.
+    error: Option<Error>,
+}
+
+impl<'a> Groups<'a> {
+    /// Keeps an app with `HAPROXY_DEPLOYMENT_GROUP` for merging; gives any other app back.
+    pub fn take(&mut self, mut app: App<'a>) -> Option<App<'a>> {
         let Some(group) = app.labels.get("HAPROXY_DEPLOYMENT_GROUP") else {
-            plain.push(Prepared::new(app));
-            continue;
+            return Some(app);
         };
+        if self.error.is_some() {
+            return None;
+        }
         let id: String = if group.starts_with('/') {
             group.to_string()
         } else {
             format!("/{group}")
         };
         app.id = id.clone().into();
-        match groups.iter_mut().find(|(g, _)| *g == id) {
+        match self.merged.iter_mut().find(|(g, _)| *g == id) {
             Some((_, prev)) => {
                 let previous = std::mem::replace(prev, Prepared::new(App::default()));
-                *prev = merge_pair(previous, app)?;
+                match merge_pair(previous, app) {
+                    Ok(both) => *prev = both,
+                    Err(e) => self.error = Some(e),
+                }
             }
-            None => groups.push((id, Prepared::new(app))),
+            None => self.merged.push((id, Prepared::new(app))),
+        }
+        None
+    }
+
+    /// The merged apps, one per group.
+    ///
+    /// # Errors
+    /// The first failed merge.
+    pub fn finish(self) -> Result<Vec<Prepared<'a>>, Error> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.merged.into_iter().map(|(_, p)| p).collect()),
         }
     }
-    plain.extend(groups.into_iter().map(|(_, p)| p));
-    Ok(plain)
 }
 
 fn merge_pair<'a>(prev: Prepared<'a>, cur: App<'a>) -> Result<Prepared<'a>, Error> {

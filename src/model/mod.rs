@@ -214,28 +214,89 @@ pub fn build(
     resolver: &mut Resolver,
     health: &mut HealthMemory,
 ) -> Result<Vec<Service>, Error> {
-    let prepared = deployment::merge(apps)?;
-    let mut assigner = PortAssigner::new(options.ip_per_task_ports);
-    let mut services = Vec::with_capacity(prepared.len() + prepared.len() / 4);
-    for deployment::Prepared { app, draining } in prepared {
-        if options
-            .framework_name
-            .as_deref()
-            .is_some_and(|f| app.id.get(1..) == Some(f))
-        {
-            continue;
-        }
-        services.extend(app_services(
-            &app,
-            &draining,
+    let mut builder = Builder::new(options, resolver, health);
+    for app in apps {
+        builder.push(app);
+    }
+    builder.finish()
+}
+
+/// Builds services one app at a time, so modeling can run while the rest of the body is
+/// still being parsed. Gives the same services, errors included, as [`build`].
+pub struct Builder<'r, 'a> {
+    options: &'r Options,
+    resolver: &'r mut Resolver,
+    health: &'r mut HealthMemory,
+    assigner: PortAssigner,
+    groups: deployment::Groups<'a>,
+    services: Vec<Service>,
+    /// The first invalid label; apps after it are not modeled (the run fails anyway).
+    label_error: Option<Error>,
+}
+
+impl<'r, 'a> Builder<'r, 'a> {
+    /// An empty builder.
+    pub fn new(
+        options: &'r Options,
+        resolver: &'r mut Resolver,
+        health: &'r mut HealthMemory,
+    ) -> Self {
+        Self {
             options,
-            &mut assigner,
             resolver,
             health,
-        )?);
+            assigner: PortAssigner::new(options.ip_per_task_ports),
+            groups: deployment::Groups::default(),
+            services: Vec::new(),
+            label_error: None,
+        }
     }
-    // Stable: equal keys keep Marathon's order, as the original's sort does.
-    Ok(sorted_by_app_and_port(services))
+
+    /// Models the next app in Marathon's order. Apps of deployment groups wait for
+    /// [`Builder::finish`], which models them after all other apps (as the original does).
+    pub fn push(&mut self, app: App<'a>) {
+        if let Some(app) = self.groups.take(app) {
+            self.model(&deployment::Prepared::new(app));
+        }
+    }
+
+    /// Models the deployment groups and returns every service, sorted.
+    ///
+    /// # Errors
+    /// A failed deployment group merge first, else the first invalid label.
+    pub fn finish(mut self) -> Result<Vec<Service>, Error> {
+        for prepared in std::mem::take(&mut self.groups).finish()? {
+            self.model(&prepared);
+        }
+        if let Some(e) = self.label_error {
+            return Err(e);
+        }
+        // Stable: equal keys keep Marathon's order, as the original's sort does.
+        Ok(sorted_by_app_and_port(self.services))
+    }
+
+    fn model(&mut self, prepared: &deployment::Prepared) {
+        let app = &prepared.app;
+        let is_framework = self
+            .options
+            .framework_name
+            .as_deref()
+            .is_some_and(|f| app.id.get(1..) == Some(f));
+        if is_framework || self.label_error.is_some() {
+            return;
+        }
+        match app_services(
+            app,
+            &prepared.draining,
+            self.options,
+            &mut self.assigner,
+            self.resolver,
+            self.health,
+        ) {
+            Ok(services) => self.services.extend(services),
+            Err(e) => self.label_error = Some(e),
+        }
+    }
 }
 
 /// Sorts services by `(app id, service port)`, stably. Sorts indices rather than the

@@ -258,6 +258,31 @@ fn invalid_label_aborts_the_build() {
 }
 
 #[test]
+fn a_failed_deployment_group_wins_over_an_earlier_invalid_label() {
+    // Groups are merged after all other apps, but the original merges them first: its
+    // deployment error is the one reported.
+    let apps = AppsBody::parse(
+        br#"{"apps":[{"id":"/a","ports":[1],"labels":{"HAPROXY_0_BACKEND_WEIGHT":"heavy"},
+          "tasks":[{"id":"a.1","host":"1.1.1.1","ports":[5]}]},
+          {"id":"/b1","labels":{"HAPROXY_DEPLOYMENT_GROUP":"g","HAPROXY_DEPLOYMENT_STARTED_AT":"soon"}},
+          {"id":"/b2","labels":{"HAPROXY_DEPLOYMENT_GROUP":"g"}}]}"#,
+    )
+    .unwrap()
+    .apps;
+    let err = build(
+        apps,
+        &Options::default(),
+        &mut Resolver::default(),
+        &mut HealthMemory::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Deployment { ref group, .. } if group == "/g"),
+        "{err}"
+    );
+}
+
+#[test]
 fn services_keep_the_app_wide_and_their_own_port_labels() {
     let services = build_json(
         r#"{"apps":[{"id":"/a","portDefinitions":[{"port":1},{"port":2}],

@@ -302,19 +302,10 @@ impl Renderer<'_> {
         let shared = shared_rules();
         // The first error in service order wins, as in the original's single loop.
         let mut errors: Vec<(usize, Error)> = Vec::new();
-        let mut all = Sections::default();
+        let mut parts: Vec<Sections> = Vec::with_capacity(sections.len());
         for part in sections {
             match part {
-                Ok(part) => {
-                    all.userlists.push_str(&part.userlists);
-                    if all.frontends.is_empty() {
-                        all.frontends = part.frontends;
-                        all.backends = part.backends;
-                    } else {
-                        all.frontends.push_str(&part.frontends);
-                        all.backends.push_str(&part.backends);
-                    }
-                }
+                Ok(part) => parts.push(part),
                 Err(e) => errors.push(e),
             }
         }
@@ -324,15 +315,11 @@ impl Renderer<'_> {
         if let Some((_, first)) = errors.into_iter().min_by_key(|(i, _)| *i) {
             return Err(first);
         }
-        let Sections {
-            userlists,
-            frontends,
-            backends,
-        } = all;
 
         // Stable sorts: equal weights keep (app id, service port) order.
         http_rules.sort_by_key(|rule| std::cmp::Reverse(rule.0));
         https_rules.sort_by_key(|rule| std::cmp::Reverse(rule.0));
+        http_frontends.reserve(http_rules.iter().map(|rule| rule.1.len()).sum());
         http_rules
             .iter()
             .for_each(|(_, text)| http_frontends.push_str(text));
@@ -346,15 +333,26 @@ impl Renderer<'_> {
                 )?;
             }
         } else {
+            https_frontends.reserve(https_rules.iter().map(|rule| rule.1.len()).sum());
             https_rules
                 .iter()
                 .for_each(|(_, text)| https_frontends.push_str(text));
         }
 
-        let mut config =
-            String::with_capacity(head.len() + frontends.len() + backends.len() + 4096);
+        // Sized once: the config of 10,000 apps is several MB, and every regrowth copies it.
+        let sections_len: usize = parts.iter().map(Sections::len).sum();
+        let mut config = String::with_capacity(
+            head.len()
+                + sections_len
+                + http_frontends.len()
+                + https_frontends.len()
+                + appid_frontends.len()
+                + 4096,
+        );
         config.push_str(head);
-        config.push_str(&userlists);
+        parts
+            .iter()
+            .for_each(|part| config.push_str(&part.userlists));
         if opts.bind_http_https {
             config.push_str(&http_frontends);
         }
@@ -390,8 +388,12 @@ impl Renderer<'_> {
                 }
             }
         }
-        config.push_str(&frontends);
-        config.push_str(&backends);
+        parts
+            .iter()
+            .for_each(|part| config.push_str(&part.frontends));
+        parts
+            .iter()
+            .for_each(|part| config.push_str(&part.backends));
         Ok(Rendered {
             config,
             domain_map: rules.maps.domain.text(),

@@ -22,6 +22,13 @@ pub(super) struct Sections {
     pub backends: String,
 }
 
+impl Sections {
+    /// Bytes of text held.
+    pub fn len(&self) -> usize {
+        self.userlists.len() + self.frontends.len() + self.backends.len()
+    }
+}
+
 /// A service selected for the config, with what every part of the render needs.
 pub(super) struct Selected<'s> {
     /// Position in the sorted services (for siblings and error order).

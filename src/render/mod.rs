@@ -257,23 +257,6 @@ impl Renderer<'_> {
             })
             .collect();
 
-        // The per-service sections are independent: render them in parallel chunks.
-        let siblings = &siblings;
-        let sections = std::thread::scope(|scope| {
-            let chunk = selected
-                .len()
-                .div_ceil(self.workers.max(1))
-                .max(self.min_chunk.max(1));
-            let handles: Vec<_> = selected
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || self.sections(part, services, siblings)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect::<Vec<_>>()
-        });
-
         let mut appid_frontends = String::from(self.templates.global(Name::HttpFrontendAppidHead));
         let mut appids_seen: HashSet<&str> = HashSet::new();
         let mut http_rules: Vec<(i64, String)> = Vec::new();
@@ -299,7 +282,25 @@ impl Renderer<'_> {
             }
             Ok(())
         };
-        let shared = shared_rules();
+        // The per-service sections are independent: render them in parallel chunks while
+        // this thread builds the rules every service contributes to.
+        let siblings = &siblings;
+        let (sections, shared) = std::thread::scope(|scope| {
+            let chunk = selected
+                .len()
+                .div_ceil(self.workers.max(1))
+                .max(self.min_chunk.max(1));
+            let handles: Vec<_> = selected
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.sections(part, services, siblings)))
+                .collect();
+            let shared = shared_rules();
+            let sections = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Vec<_>>();
+            (sections, shared)
+        });
         // The first error in service order wins, as in the original's single loop.
         let mut errors: Vec<(usize, Error)> = Vec::new();
         let mut parts: Vec<Sections> = Vec::with_capacity(sections.len());

@@ -54,10 +54,25 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("marathon-lb: error: {e:#}");
+            eprintln!("marathon-lb: error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line. Our error types already embed their cause in their
+/// message, so a cause the text so far contains is not repeated.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(level: &str) {
@@ -92,10 +107,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// The original's behaviour without `--sse`: one pass, then exit.
 async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow::Result<()> {
     let (body, origin) = match source {
-        Source::File(path) => (
-            run::read_apps_file(path)?.into(),
-            path.display().to_string(),
-        ),
+        Source::File(path) => (run::read_apps_file(path)?, path.display().to_string()),
         Source::Marathon(client) => {
             let body = client
                 .apps_json()

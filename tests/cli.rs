@@ -378,6 +378,8 @@ fn an_error_is_printed_once_without_terminal_colours() {
         "ANSI escapes on a non-terminal:\n{err}"
     );
     assert_eq!(err.matches("apps.json").count(), 1, "{err}");
+    // Errors embed their cause in their message: the cause is not repeated after it.
+    assert_eq!(err.matches("expected ident").count(), 1, "{err}");
 }
 
 #[test]

@@ -201,50 +201,37 @@ impl Managed {
             (Some(running), true) => plan::plan(Some(snapshot(running)), snapshot(&next)),
             _ => Plan::Reload(vec![Change::Initial]),
         };
+        if matches!(plan, Plan::Unchanged) {
+            return Ok(Deployed::Unchanged);
+        }
+        haproxy::apply(
+            &checked.validated,
+            &paths,
+            cli.haproxy_map,
+            cli.archive_versions,
+        )?;
         match plan {
-            Plan::Unchanged => Ok(Deployed::Unchanged),
-            Plan::Runtime(_) if runtime_failed => {
-                haproxy::apply(
-                    &checked.validated,
-                    &paths,
-                    cli.haproxy_map,
-                    cli.archive_versions,
-                )?;
-                self.reload(ReloadReason::RuntimeFallback, next).await
-            }
-            Plan::Runtime(ops) => {
-                haproxy::apply(
-                    &checked.validated,
-                    &paths,
-                    cli.haproxy_map,
-                    cli.archive_versions,
-                )?;
-                match self.runtime(&ops, &next.config).await {
-                    Ok(()) => {
-                        tracing::info!(
-                            ops = ops.len(),
-                            "applied server changes through the Runtime API"
-                        );
-                        self.running = Some(next);
-                        Ok(Deployed::Runtime(ops.len()))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "runtime update failed; reloading instead");
-                        self.reload(ReloadReason::RuntimeFallback, next).await
-                    }
+            Plan::Runtime(ops) if !runtime_failed => match self.runtime(&ops, &next.config).await {
+                Ok(()) => {
+                    tracing::info!(
+                        ops = ops.len(),
+                        "applied server changes through the Runtime API"
+                    );
+                    self.running = Some(next);
+                    Ok(Deployed::Runtime(ops.len()))
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "runtime update failed; reloading instead");
+                    self.reload(ReloadReason::RuntimeFallback, next).await
+                }
+            },
             Plan::Reload(changes) => {
-                haproxy::apply(
-                    &checked.validated,
-                    &paths,
-                    cli.haproxy_map,
-                    cli.archive_versions,
-                )?;
                 let reason = reason_of(&changes);
                 tracing::info!(%reason, changes = %changes.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "), "reloading HAProxy");
                 self.reload(reason, next).await
             }
+            // Server-only changes the Runtime API already failed to apply.
+            _ => self.reload(ReloadReason::RuntimeFallback, next).await,
         }
     }
 

@@ -150,16 +150,25 @@ fn status(sup: &Supervisor) -> Status {
     sup.subscribe().borrow().clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starts_and_serves() {
-    if !haproxy_available("starts_and_serves") {
-        return;
+/// A sandbox serving the echo server "A" through a started supervisor (`drain`: its
+/// `hard-stop-after`), or `None` when HAProxy is not installed (the test is skipped).
+async fn started(test: &str, drain: Option<Duration>) -> Option<(Sandbox, Supervisor)> {
+    if !haproxy_available(test) {
+        return None;
     }
     let sandbox = Sandbox::new();
     sandbox.write_config(named_echo("A").await);
-    let sup = Supervisor::start(sandbox.supervisor_config(None))
+    let sup = Supervisor::start(sandbox.supervisor_config(drain))
         .await
         .unwrap();
+    Some((sandbox, sup))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_and_serves() {
+    let Some((sandbox, sup)) = started("starts_and_serves", None).await else {
+        return;
+    };
     let list = sup.show_proc().await.unwrap();
     assert_eq!(Some(list.master.pid), sup.master_pid());
     assert_eq!(list.workers.len(), 1);
@@ -195,14 +204,14 @@ async fn a_config_that_fails_at_start_is_an_error_with_alerts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_serves_the_new_backend() {
-    if !haproxy_available("reload_serves_the_new_backend") {
+    let Some((sandbox, sup)) = started(
+        "reload_serves_the_new_backend",
+        Some(Duration::from_secs(5)),
+    )
+    .await
+    else {
         return;
-    }
-    let sandbox = Sandbox::new();
-    sandbox.write_config(named_echo("A").await);
-    let sup = Supervisor::start(sandbox.supervisor_config(Some(Duration::from_secs(5))))
-        .await
-        .unwrap();
+    };
     let before = sup.show_proc().await.unwrap();
     assert_eq!(sandbox.ping().await.0, "A:ping");
 
@@ -226,14 +235,15 @@ async fn reload_serves_the_new_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reloads_run_one_after_the_other() {
-    if !haproxy_available("concurrent_reloads_run_one_after_the_other") {
+    // The sandbox holds the files HAProxy runs on until the test ends.
+    let Some((_sandbox, sup)) = started(
+        "concurrent_reloads_run_one_after_the_other",
+        Some(Duration::from_secs(5)),
+    )
+    .await
+    else {
         return;
-    }
-    let sandbox = Sandbox::new();
-    sandbox.write_config(named_echo("A").await);
-    let sup = Supervisor::start(sandbox.supervisor_config(Some(Duration::from_secs(5))))
-        .await
-        .unwrap();
+    };
     let (a, b) = tokio::join!(
         sup.reload(ReloadReason::NewApp),
         sup.reload(ReloadReason::RemovedApp)
@@ -301,14 +311,14 @@ async fn a_rejected_reload_is_reported_and_the_old_worker_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_is_restarted_with_the_last_config_within_2s() {
-    if !haproxy_available("a_killed_master_is_restarted_with_the_last_config_within_2s") {
+    let Some((sandbox, sup)) = started(
+        "a_killed_master_is_restarted_with_the_last_config_within_2s",
+        None,
+    )
+    .await
+    else {
         return;
-    }
-    let sandbox = Sandbox::new();
-    sandbox.write_config(named_echo("A").await);
-    let sup = Supervisor::start(sandbox.supervisor_config(None))
-        .await
-        .unwrap();
+    };
     let old_master = sup.master_pid().unwrap();
     // The lead wrote a newer validated config but has not reloaded yet.
     sandbox.write_config(named_echo("C").await);
@@ -386,14 +396,14 @@ async fn without_a_drain_timeout_the_old_worker_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_leaves_no_haproxy_process() {
-    if !haproxy_available("stop_leaves_no_haproxy_process") {
+    let Some((sandbox, sup)) = started(
+        "stop_leaves_no_haproxy_process",
+        Some(Duration::from_secs(1)),
+    )
+    .await
+    else {
         return;
-    }
-    let sandbox = Sandbox::new();
-    sandbox.write_config(named_echo("A").await);
-    let sup = Supervisor::start(sandbox.supervisor_config(Some(Duration::from_secs(1))))
-        .await
-        .unwrap();
+    };
     let _tunnel = sandbox.ping().await.1;
     sup.reload(ReloadReason::TemplateChange).await.unwrap();
     let _tunnel2 = sandbox.ping().await.1;
@@ -423,14 +433,9 @@ async fn stop_leaves_no_haproxy_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_supervisor_kills_haproxy() {
-    if !haproxy_available("dropping_the_supervisor_kills_haproxy") {
+    let Some((sandbox, sup)) = started("dropping_the_supervisor_kills_haproxy", None).await else {
         return;
-    }
-    let sandbox = Sandbox::new();
-    sandbox.write_config(named_echo("A").await);
-    let sup = Supervisor::start(sandbox.supervisor_config(None))
-        .await
-        .unwrap();
+    };
     let _tunnel = sandbox.ping().await.1;
     let pids = all_pids(&sup).await;
     drop(sup);

@@ -239,21 +239,24 @@ fn port_label_renames_the_service_port() {
     assert_eq!(services[0].service_port, 6443);
 }
 
-#[test]
-fn invalid_label_aborts_the_build() {
-    let apps = AppsBody::parse(
-        br#"{"apps":[{"id":"/a","ports":[1],"labels":{"HAPROXY_0_BACKEND_WEIGHT":"heavy"},
-          "tasks":[{"id":"a.1","host":"1.1.1.1","ports":[5]}]}]}"#,
-    )
-    .unwrap()
-    .apps;
-    let err = build(
+/// The error of building `json` with default options.
+fn build_error(json: &str) -> Error {
+    let apps = AppsBody::parse(json.as_bytes()).unwrap().apps;
+    build(
         apps,
         &Options::default(),
         &mut Resolver::default(),
         &mut HealthMemory::default(),
     )
-    .unwrap_err();
+    .unwrap_err()
+}
+
+#[test]
+fn invalid_label_aborts_the_build() {
+    let err = build_error(
+        r#"{"apps":[{"id":"/a","ports":[1],"labels":{"HAPROXY_0_BACKEND_WEIGHT":"heavy"},
+          "tasks":[{"id":"a.1","host":"1.1.1.1","ports":[5]}]}]}"#,
+    );
     assert!(matches!(err, Error::InvalidLabel { ref app_id, .. } if app_id == "/a"));
 }
 
@@ -261,21 +264,12 @@ fn invalid_label_aborts_the_build() {
 fn a_failed_deployment_group_wins_over_an_earlier_invalid_label() {
     // Groups are merged after all other apps, but the original merges them first: its
     // deployment error is the one reported.
-    let apps = AppsBody::parse(
-        br#"{"apps":[{"id":"/a","ports":[1],"labels":{"HAPROXY_0_BACKEND_WEIGHT":"heavy"},
+    let err = build_error(
+        r#"{"apps":[{"id":"/a","ports":[1],"labels":{"HAPROXY_0_BACKEND_WEIGHT":"heavy"},
           "tasks":[{"id":"a.1","host":"1.1.1.1","ports":[5]}]},
           {"id":"/b1","labels":{"HAPROXY_DEPLOYMENT_GROUP":"g","HAPROXY_DEPLOYMENT_STARTED_AT":"soon"}},
           {"id":"/b2","labels":{"HAPROXY_DEPLOYMENT_GROUP":"g"}}]}"#,
-    )
-    .unwrap()
-    .apps;
-    let err = build(
-        apps,
-        &Options::default(),
-        &mut Resolver::default(),
-        &mut HealthMemory::default(),
-    )
-    .unwrap_err();
+    );
     assert!(
         matches!(err, Error::Deployment { ref group, .. } if group == "/g"),
         "{err}"

@@ -262,6 +262,48 @@ async fn run(background: Vec<Value>, events: usize) -> bool {
         ms(latencies.last().copied().unwrap_or_default())
     );
     println!("| tasks replaced before any pass served them (coalesced events) | {superseded} |");
+    // Where a pass spends its time, from marathon-lb's own "pass done" log lines.
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let rest = line.split(&format!("{name}=")).nth(1)?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let log = lb.log();
+    let passes: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|l| l.contains("pass done") && l.contains("Runtime"))
+        .filter_map(|l| Some((field(l, "fetch_ms")?, field(l, "total_ms")?)))
+        .collect();
+    let quantiles = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        let at = |p: f64| {
+            v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+                .copied()
+        };
+        format!(
+            "{:?} / {:?} ms",
+            at(0.5).unwrap_or(0),
+            at(0.99).unwrap_or(0)
+        )
+    };
+    println!(
+        "| runtime passes: fetch p50 / p99, whole pass p50 / p99 ({} passes) | {}, {} |",
+        passes.len(),
+        quantiles(passes.iter().map(|p| p.0).collect()),
+        quantiles(passes.iter().map(|p| p.1).collect())
+    );
+    let applies: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|l| l.contains("applied server changes"))
+        .filter_map(|l| Some((field(l, "runtime_ms")?, field(l, "write_ms")?)))
+        .collect();
+    println!(
+        "| of which Runtime API ops (incl. drain) p50 / p99, config write p50 / p99 | {}, {} |",
+        quantiles(applies.iter().map(|p| p.0).collect()),
+        quantiles(applies.iter().map(|p| p.1).collect())
+    );
     if result.requests == 0 {
         println!("\nwrk output:\n{}", result.raw);
     }

@@ -169,13 +169,17 @@ impl Managed {
         // Traffic first: the running process changes before the file is written (and synced),
         // so the write is off the event-to-traffic path. A failure here leaves the file as it
         // was; the caller's checked path then writes and reloads.
+        let started = std::time::Instant::now();
         self.runtime(ops, &rendered.config).await?;
+        let applied = started.elapsed();
         let validated = haproxy::Validated::unchecked(rendered);
         haproxy::apply(&validated, &paths, cli.haproxy_map, cli.archive_versions)
             .map_err(|e| e.to_string())?;
         let next = validated.rendered().clone();
         tracing::info!(
             ops = ops.len(),
+            runtime_ms = applied.as_millis() as u64,
+            write_ms = (started.elapsed() - applied).as_millis() as u64,
             "applied server changes through the Runtime API"
         );
         self.running = Some(next);

@@ -203,7 +203,9 @@ impl RuntimeApi {
                     .expect(format!("shutdown sessions server {backend}/{name}"), &[])
                     .await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // In-flight requests usually end within milliseconds; poll often so a delete
+            // does not hold the pass (and the next event) for long.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

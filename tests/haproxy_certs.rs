@@ -12,7 +12,6 @@ use clap::Parser;
 use marathon_lb::config::Cli;
 use marathon_lb::haproxy::{self, certs, Paths};
 use marathon_lb::run::{self, Memory};
-use marathon_lb::templates::Templates;
 
 #[test]
 fn generated_certificates_are_accepted_by_haproxy_and_name_the_host() {
@@ -22,14 +21,7 @@ fn generated_certificates_are_accepted_by_haproxy_and_name_the_host() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let templates_dir = dir.path().join("templates");
-    std::fs::create_dir(&templates_dir).unwrap();
-    std::fs::write(
-        templates_dir.join("HAPROXY_HEAD"),
-        common::unprivileged_head(dir.path()),
-    )
-    .unwrap();
-    let templates = Templates::load(Some(&templates_dir), |_| None).unwrap();
+    let templates = common::unprivileged_templates(dir.path());
 
     // The bundled example, its app's certificate and the default one moved into the temp dir.
     let app_cert = dir.path().join("ssl/apps/kubeapi.pem");

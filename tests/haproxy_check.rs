@@ -23,14 +23,7 @@ struct Sandbox {
 impl Sandbox {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let templates_dir = dir.path().join("templates");
-        std::fs::create_dir(&templates_dir).unwrap();
-        std::fs::write(
-            templates_dir.join("HAPROXY_HEAD"),
-            common::unprivileged_head(dir.path()),
-        )
-        .unwrap();
-        let templates = Templates::load(Some(&templates_dir), |_| None).unwrap();
+        let templates = common::unprivileged_templates(dir.path());
         Self { dir, templates }
     }
 

@@ -30,14 +30,7 @@ struct Sandbox {
 impl Sandbox {
     fn new(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let templates_dir = dir.path().join("templates");
-        std::fs::create_dir(&templates_dir).unwrap();
-        std::fs::write(
-            templates_dir.join("HAPROXY_HEAD"),
-            common::unprivileged_head(dir.path()),
-        )
-        .unwrap();
-        let templates = Templates::load(Some(&templates_dir), |_| None).unwrap();
+        let templates = common::unprivileged_templates(dir.path());
         let mut argv = vec![
             "marathon-lb".to_owned(),
             "--haproxy-config".to_owned(),

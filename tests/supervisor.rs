@@ -8,23 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::haproxy_available;
 use marathon_lb::haproxy::process::{Error, Status};
 use marathon_lb::haproxy::{ReloadReason, Retries, Supervisor, SupervisorConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn haproxy_available(test: &str) -> bool {
-    let found = std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok();
-    if !found {
-        eprintln!(
-            "\n!!!!! SKIP {test}: `haproxy` is not on PATH (apt-get install -y haproxy) !!!!!\n"
-        );
-    }
-    found
-}
 
 /// A TCP server on 127.0.0.1:0 that answers every read with `<name>:<bytes read>` and keeps
 /// the connection open until the client closes it.

@@ -44,6 +44,15 @@ pub fn unprivileged_head(dir: &Path) -> String {
     out
 }
 
+/// Templates whose `HAPROXY_HEAD` is [`unprivileged_head`], from a `templates/` folder
+/// written into `dir` (the way a user overrides a template).
+pub fn unprivileged_templates(dir: &Path) -> marathon_lb::templates::Templates {
+    let templates_dir = dir.join("templates");
+    std::fs::create_dir(&templates_dir).unwrap();
+    std::fs::write(templates_dir.join("HAPROXY_HEAD"), unprivileged_head(dir)).unwrap();
+    marathon_lb::templates::Templates::load(Some(&templates_dir), |_| None).unwrap()
+}
+
 /// Whether `haproxy` is on PATH. When it is not, prints a loud SKIP line for `test`.
 pub fn haproxy_available(test: &str) -> bool {
     let found = Command::new("haproxy").arg("-v").output().is_ok();

@@ -56,7 +56,7 @@ impl Sandbox {
             &mut Memory::default(),
         )
         .unwrap();
-        rendered.config = with_fixture_certs(&rendered.config);
+        rendered.config = common::with_fixture_certs(&rendered.config);
         (rendered, config)
     }
 
@@ -65,22 +65,6 @@ impl Sandbox {
         haproxy::validate(rendered, &paths, config.cli.haproxy_map, "haproxy")
             .map(|v| v.rendered().config.clone())
     }
-}
-
-/// `text` with the path after every `crt ` replaced by the fixture certificate.
-fn with_fixture_certs(text: &str) -> String {
-    let cert = common::cert_pem().display().to_string();
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("crt ") {
-        out.push_str(&rest[..at + 4]);
-        rest = &rest[at + 4..];
-        let end = rest.find([' ', '\n']).unwrap_or(rest.len());
-        out.push_str(&cert);
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 fn example_body() -> Vec<u8> {

@@ -63,7 +63,7 @@ impl Sandbox {
     /// Renders, pointing every `crt` at the fixture certificate (the only one the tests have).
     fn render(&self, services: &[Service]) -> Result<Rendered, render::Error> {
         let mut rendered = render::render(services, &self.templates, &self.config.render)?;
-        rendered.config = with_fixture_certs(&rendered.config);
+        rendered.config = common::with_fixture_certs(&rendered.config);
         Ok(rendered)
     }
 
@@ -80,22 +80,6 @@ impl Sandbox {
     fn bisect(&self, services: &[Service]) -> Isolation {
         isolate::isolate_by_bisection(services, |s| self.render(s), |r| self.validate(r)).unwrap()
     }
-}
-
-/// `text` with the path after every `crt ` replaced by the fixture certificate.
-fn with_fixture_certs(text: &str) -> String {
-    let cert = common::cert_pem().display().to_string();
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("crt ") {
-        out.push_str(&rest[..at + 4]);
-        rest = &rest[at + 4..];
-        let end = rest.find([' ', '\n']).unwrap_or(rest.len());
-        out.push_str(&cert);
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// One app as Marathon lists it: `/id`, a service port, one task, and `labels` (JSON pairs).

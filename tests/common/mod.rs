@@ -16,6 +16,22 @@ pub fn cert_pem() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/selfsigned.pem")
 }
 
+/// `text` with the path after every `crt ` replaced by the fixture certificate.
+pub fn with_fixture_certs(text: &str) -> String {
+    let cert = cert_pem().display().to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("crt ") {
+        out.push_str(&rest[..at + 4]);
+        rest = &rest[at + 4..];
+        let end = rest.find([' ', '\n']).unwrap_or(rest.len());
+        out.push_str(&cert);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The built-in `HAPROXY_HEAD`, made usable by an unprivileged `haproxy -c` in `dir`.
 pub fn unprivileged_head(dir: &Path) -> String {
     let head = marathon_lb::templates::default_head(None);

@@ -10,6 +10,7 @@
 //! unvalidated reaches the disk by accident.
 
 mod apply;
+pub mod archive;
 pub mod certs;
 pub mod isolate;
 pub mod master;

@@ -62,6 +62,7 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub event_stall_timeout: u64,
     /// Address of the admin HTTP server in live mode (/healthz, /metrics, /status, /signal/*); "off" disables it.
+    /// A taken address is a start-up error. POST /signal/* refuses cross-origin browser requests.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
     pub admin_addr: String,
     /// HAProxy binary that marathon-lb runs when no --command is given (live mode).
@@ -74,7 +75,8 @@ pub struct Cli {
     /// Directory for the HAProxy master socket and the supervisor's extra config (managed mode).
     #[arg(long, value_name = "DIR", default_value = "/var/run/marathon-lb")]
     pub run_dir: PathBuf,
-    /// Number of previous config versions to keep (as $TMPDIR/hap_cfg.N, ...).
+    /// Number of previous config versions to keep, as hap_cfg.1 (newest) ... hap_cfg.N in the
+    /// private directory $TMPDIR/marathon-lb-archive-<uid>/ (0 = none).
     #[arg(long, default_value_t = 5)]
     pub archive_versions: usize,
     /// Only route to tasks whose Marathon health checks pass.

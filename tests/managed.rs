@@ -5,8 +5,9 @@
 //! HAProxy through the Runtime API with no reload: the same worker pid before and after and
 //! `marathon_lb_reloads_total` at `initial` only, while traffic reaches exactly the new set.
 //! Structural changes reload with a typed reason; a failing runtime op falls back to a reload;
-//! a killed master comes back; a bad app is left out; a missing certificate (in --generate-certs-dir) is generated; the
-//! stats endpoints work; SIGTERM leaves no HAProxy behind. Every wait is bounded.
+//! a killed master comes back; a bad app is left out; a missing certificate (in
+//! `--generate-certs-dir`) is generated; the stats endpoints work; SIGTERM leaves no HAProxy
+//! behind. Every wait is bounded.
 
 #[path = "common/managed.rs"]
 mod managed;

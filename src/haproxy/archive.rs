@@ -80,7 +80,11 @@ pub fn archive_in(
         // `lstat`: whatever is there (a symlink too) is moved, never followed.
         if std::fs::symlink_metadata(&from).is_ok() {
             let to = dir.join(format!("{name}.{}", n + 1));
-            std::fs::rename(&from, &to).map_err(write_err(to))?;
+            match std::fs::rename(&from, &to) {
+                // Moved meanwhile by another instance of ours archiving at the same time.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(write_err(to))?,
+            }
         }
     }
     let path = dir.join(format!("{name}.1"));

@@ -13,6 +13,9 @@
 //! | `GET /metrics` | [`Metrics::encode`] (OpenMetrics text) |
 //! | `POST /signal/hup` | queues [`Trigger::Resync`] (like SIGHUP) |
 //! | `POST /signal/usr1` | queues [`Trigger::ReloadExisting`] (like SIGUSR1) |
+//!
+//! The signal endpoints refuse cross-origin requests (a web page in a browser on the host,
+//! a DNS name rebound to loopback): see [`guard`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +33,8 @@ use tokio::sync::{mpsc, watch};
 use crate::metrics::{self, Metrics};
 use crate::reconcile::{Status, Trigger};
 
+mod guard;
+
 /// The default `--admin-addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9092";
 
@@ -41,7 +46,11 @@ pub const DEFAULT_FAILURE_GRACE: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The address could not be bound (in use, bad interface, no permission).
-    #[error("cannot bind the admin server to {addr}: {source}")]
+    #[error(
+        "cannot bind the admin server to {addr} (--admin-addr): {source}; is another \
+         marathon-lb using it? Give each instance its own --admin-addr, or --admin-addr off \
+         to run without the admin server"
+    )]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -268,9 +277,25 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/signal/hup", post(signal_hup))
-        .route("/signal/usr1", post(signal_usr1))
+        .merge(
+            Router::new()
+                .route("/signal/hup", post(signal_hup))
+                .route("/signal/usr1", post(signal_usr1))
+                .route_layer(axum::middleware::from_fn(guard::same_origin_only)),
+        )
         .with_state(state)
+}
+
+/// Binds `addr` for [`serve_on`]. The binary does this before anything else starts, so an
+/// address taken (by another instance, say) is a start-up error, not a silent run without
+/// an admin server whose signals would reach the other instance.
+///
+/// # Errors
+/// [`Error::Bind`] when `addr` cannot be bound.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Binds `addr` and serves [`router`] until `shutdown` completes.
@@ -282,10 +307,7 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
-    serve_on(listener, state, shutdown).await
+    serve_on(bind(addr).await?, state, shutdown).await
 }
 
 /// Serves [`router`] on an already bound listener until `shutdown` completes (tests bind

@@ -62,6 +62,7 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub event_stall_timeout: u64,
     /// Address of the admin HTTP server in live mode (/healthz, /metrics, /status, /signal/*); "off" disables it.
+    /// A taken address is a start-up error. POST /signal/* refuses cross-origin browser requests.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
     pub admin_addr: String,
     /// HAProxy binary that marathon-lb runs when no --command is given (live mode).
@@ -74,7 +75,8 @@ pub struct Cli {
     /// Directory for the HAProxy master socket and the supervisor's extra config (managed mode).
     #[arg(long, value_name = "DIR", default_value = "/var/run/marathon-lb")]
     pub run_dir: PathBuf,
-    /// Number of previous config versions to keep (as $TMPDIR/hap_cfg.N, ...).
+    /// Number of previous config versions to keep, as hap_cfg.1 (newest) ... hap_cfg.N in the
+    /// private directory $TMPDIR/marathon-lb-archive-<uid>/ (0 = none).
     #[arg(long, default_value_t = 5)]
     pub archive_versions: usize,
     /// Only route to tasks whose Marathon health checks pass.
@@ -95,6 +97,11 @@ pub struct Cli {
     /// Comma-separated certificates for marathon_https_in.
     #[arg(long, default_value = "/etc/ssl/cert.pem")]
     pub ssl_certs: String,
+    /// Managed mode: a missing certificate that an app's HAPROXY_{n}_SSL_CERT names inside DIR
+    /// (which must exist) gets a self-signed stand-in. Off by default: only the --ssl-certs
+    /// paths are generated; an app naming a missing certificate elsewhere is left out.
+    #[arg(long, value_name = "DIR")]
+    pub generate_certs_dir: Option<PathBuf>,
     /// Don't run `haproxy -c` on the new config.
     #[arg(long)]
     pub skip_validation: bool,

@@ -156,6 +156,18 @@ async fn live(
     source: Source,
 ) -> anyhow::Result<()> {
     let cli = &config.cli;
+    // Bound before anything starts (HAProxy included): a taken address is a start-up error.
+    let admin_addr = match cli.admin_addr.as_str() {
+        "off" | "" => None,
+        addr => Some(
+            addr.parse::<SocketAddr>()
+                .with_context(|| format!("--admin-addr {addr}"))?,
+        ),
+    };
+    let admin_listener = match admin_addr {
+        Some(addr) => Some(admin::bind(addr).await?),
+        None => None,
+    };
     let (triggers, trigger_rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -193,14 +205,7 @@ async fn live(
     drop(triggers);
 
     let metrics = Metrics::new();
-    let admin_addr = match cli.admin_addr.as_str() {
-        "off" | "" => None,
-        addr => Some(
-            addr.parse::<SocketAddr>()
-                .with_context(|| format!("--admin-addr {addr}"))?,
-        ),
-    };
-    if let Some(addr) = admin_addr {
+    if let Some(listener) = admin_listener {
         let mut state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
         if cli.manages_haproxy() {
             // Managed passes check every config and publish the apps they left out.
@@ -213,7 +218,7 @@ async fn live(
             let _ = stop.wait_for(|s| *s).await;
         };
         feeders.spawn(async move {
-            if let Err(e) = admin::serve(addr, state, shutdown).await {
+            if let Err(e) = admin::serve_on(listener, state, shutdown).await {
                 tracing::error!(error = %e, "admin server failed");
             }
         });

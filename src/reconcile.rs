@@ -290,13 +290,19 @@ impl Reconciler {
                 })
             }
             Target::Managed(managed) => {
-                for path in
-                    crate::haproxy::certs::ensure(&built.rendered.config).unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "cannot generate a missing certificate");
-                        Vec::new()
-                    })
-                {
-                    tracing::warn!(path = %path.display(), "certificate missing: generated a self-signed one");
+                let allowed = crate::haproxy::certs::Allowed::new(
+                    &config.cli.ssl_certs,
+                    config.cli.generate_certs_dir.as_deref(),
+                );
+                for result in crate::haproxy::certs::ensure(&built.rendered.config, &allowed) {
+                    match result {
+                        Ok(path) => {
+                            tracing::warn!(path = %path.display(), "certificate missing: generated a self-signed one")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot generate a missing certificate")
+                        }
+                    }
                 }
                 if managed.serves(&built.rendered) {
                     return Ok(Done {
@@ -329,7 +335,7 @@ impl Reconciler {
                 let invalid = checked
                     .rejected
                     .iter()
-                    .map(|r| (r.app_id.clone(), r.error_line.clone()))
+                    .map(|r| (r.app_id.clone(), rejected_reason(r)))
                     .collect();
                 let outcome = match managed.deploy(checked, config, runtime_failed).await? {
                     Deployed::Unchanged => PassOutcome::Unchanged,
@@ -421,6 +427,18 @@ pub async fn poll(every: Duration, triggers: mpsc::UnboundedSender<Trigger>) {
     }
 }
 
+/// What `/status` says about an app HAProxy rejected: the labels involved, then HAProxy's line.
+fn rejected_reason(rejected: &crate::haproxy::isolate::RejectedApp) -> String {
+    if rejected.labels.is_empty() {
+        rejected.error_line.clone()
+    } else {
+        format!(
+            "label {}: {}",
+            rejected.labels.join(", "),
+            rejected.error_line
+        )
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

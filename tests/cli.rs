@@ -51,7 +51,7 @@ impl Dir {
     /// Runs the binary here with a clean `HAPROXY_*`-free environment.
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
-        // TMPDIR: archived configs ($TMPDIR/hap_cfg.N) stay inside this test's dir.
+        // TMPDIR: archived configs ($TMPDIR/marathon-lb-archive-<uid>/hap_cfg.N) stay in this dir.
         cmd.current_dir(self.dir.path())
             .args(args)
             .env("TMPDIR", self.dir.path());

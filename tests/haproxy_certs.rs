@@ -55,7 +55,16 @@ fn generated_certificates_are_accepted_by_haproxy_and_name_the_host() {
         .config
         .contains(&format!("ssl crt {}", app_cert.display())));
 
-    let generated = certs::ensure(&rendered.config).unwrap();
+    // Only where the operator allowed it: the --ssl-certs path and the app's under a
+    // --generate-certs-dir (the directories exist: none is created).
+    let app_dir = app_cert.parent().unwrap();
+    std::fs::create_dir_all(app_dir).unwrap();
+    let allowed = certs::Allowed::new(&default_cert.display().to_string(), Some(app_dir));
+    let generated: Vec<_> = certs::ensure(&rendered.config, &allowed)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let app_cert = std::fs::canonicalize(app_dir).unwrap().join("kubeapi.pem");
     assert_eq!(generated, [default_cert.clone(), app_cert.clone()]);
 
     let paths = Paths::new(&config.cli.haproxy_config);

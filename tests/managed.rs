@@ -5,8 +5,9 @@
 //! HAProxy through the Runtime API with no reload: the same worker pid before and after and
 //! `marathon_lb_reloads_total` at `initial` only, while traffic reaches exactly the new set.
 //! Structural changes reload with a typed reason; a failing runtime op falls back to a reload;
-//! a killed master comes back; a bad app is left out; a missing certificate is generated; the
-//! stats endpoints work; SIGTERM leaves no HAProxy behind. Every wait is bounded.
+//! a killed master comes back; a bad app is left out; a missing certificate (in
+//! `--generate-certs-dir`) is generated; the stats endpoints work; SIGTERM leaves no HAProxy
+//! behind. Every wait is bounded.
 
 #[path = "common/managed.rs"]
 mod managed;
@@ -552,16 +553,22 @@ async fn apps_haproxy_rejects_are_left_out_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_certificate_is_generated_and_tls_serves() {
-    if haproxy_missing("a_missing_certificate_is_generated_and_tls_serves") {
+async fn a_missing_certificate_in_the_generate_dir_is_generated_and_tls_serves() {
+    if haproxy_missing("a_missing_certificate_in_the_generate_dir_is_generated_and_tls_serves") {
         return;
     }
     let t = tasks(&["secure"]).await;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("certs/app.pem");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let cert = certs.join("app.pem");
     let web = app("/web", port, &[&t[0]]).label("HAPROXY_0_SSL_CERT", cert.to_str().unwrap());
-    let lb = ManagedLb::start(Options::default(), &[&web]).await;
+    let options = Options {
+        extra_args: vec!["--generate-certs-dir".into(), certs.display().to_string()],
+        ..Options::default()
+    };
+    let lb = ManagedLb::start(options, &[&web]).await;
     assert!(
         cert.exists(),
         "no certificate generated; log:\n{}",

@@ -48,12 +48,16 @@ impl Harness {
     }
 
     async fn post(&self, path: &str) -> (u16, String, String) {
-        let resp = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        answer(resp).await
+        self.post_with(path, &[]).await
+    }
+
+    /// `POST` with extra headers (a `Host` given here replaces the URL's).
+    async fn post_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+        let mut request = reqwest::Client::new().post(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        answer(request.send().await.unwrap()).await
     }
 }
 
@@ -269,4 +273,59 @@ async fn a_taken_address_is_a_bind_error() {
         matches!(err, Error::Bind { addr: a, .. } if a == addr),
         "{err}"
     );
+    let text = err.to_string();
+    assert!(
+        text.contains(&addr.to_string()) && text.contains("--admin-addr off"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn cross_origin_signals_are_refused_and_queue_nothing() {
+    let mut h = start(false).await;
+    let own = h.base.clone();
+    let host = own.trim_start_matches("http://").to_owned();
+    let refused: [&[(&str, &str)]; 6] = [
+        &[("origin", "http://evil.example")],
+        &[("origin", "null")],
+        &[("origin", "https://127.0.0.1")],
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site")],
+        &[("host", "evil.example"), ("origin", "http://evil.example")],
+    ];
+    for headers in refused {
+        for path in ["/signal/hup", "/signal/usr1"] {
+            let (code, _, body) = h.post_with(path, headers).await;
+            assert_eq!(code, 403, "{path} {headers:?}: {body}");
+            assert!(body.starts_with("forbidden: "), "{body}");
+            assert!(
+                h.triggers.try_recv().is_err(),
+                "{headers:?} queued a trigger"
+            );
+        }
+    }
+    let (_, _, body) = h
+        .post_with("/signal/hup", &[("host", "rebound.example")])
+        .await;
+    assert!(body.contains("DNS name"), "{body}");
+
+    // The page's own buttons (same origin) and what HAProxy's Lua sends are served.
+    let allowed: [&[(&str, &str)]; 3] = [
+        &[("origin", &own), ("sec-fetch-site", "same-origin")],
+        &[("host", &host)],
+        &[("host", "localhost"), ("sec-fetch-site", "none")],
+    ];
+    for headers in allowed {
+        let (code, _, body) = h.post_with("/signal/hup", headers).await;
+        assert_eq!(code, 200, "{headers:?}: {body}");
+        assert_eq!(h.triggers.try_recv(), Ok(Trigger::Resync));
+    }
+    // Reading is not guarded: a browser cannot read another origin's answer anyway.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/healthz", h.base))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status().as_u16(), 403);
 }

@@ -88,7 +88,8 @@ pub fn changed(rendered: &Rendered, paths: &Paths, map_mode: bool) -> bool {
 
 /// Writes the maps (map mode) and then the config, each by rename of a temp file in the same
 /// directory, so HAProxy never reads a half-written file. Without map mode, stale map files
-/// are emptied. Keeps the last `archive_versions` configs as `$TMPDIR/hap_cfg.N`.
+/// are emptied. Keeps the last `archive_versions` configs as `hap_cfg.N` in the archive
+/// directory ([`super::archive`]).
 ///
 /// # Errors
 /// [`ApplyError::Write`]; files written before the failure stay replaced, the config last.
@@ -110,7 +111,9 @@ pub fn apply(
         }
     }
     write_atomic(&paths.config, &rendered.config)?;
-    archive(&rendered.config, "hap_cfg", archive_versions);
+    if let Err(e) = super::archive::archive(&rendered.config, "hap_cfg", archive_versions) {
+        tracing::warn!(error = %e, "config not archived");
+    }
     Ok(())
 }
 
@@ -139,23 +142,6 @@ fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
     temp.as_file().sync_all().map_err(|e| write_err(path, e))?;
     temp.persist(path).map_err(|e| write_err(path, e.error))?;
     Ok(())
-}
-
-/// Best effort: an archive that cannot be written only costs history, so it is logged.
-fn archive(content: &str, name: &str, versions: usize) {
-    if versions == 0 {
-        return;
-    }
-    let dir = std::env::temp_dir();
-    for n in (1..versions).rev() {
-        let from = dir.join(format!("{name}.{n}"));
-        if from.is_file() {
-            let _ = std::fs::rename(&from, dir.join(format!("{name}.{}", n + 1)));
-        }
-    }
-    if let Err(e) = std::fs::write(dir.join(format!("{name}.1")), content) {
-        tracing::warn!(error = %e, "cannot archive the config");
-    }
 }
 
 /// Runs the reload command through `sh -c`.

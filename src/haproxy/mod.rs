@@ -2,14 +2,16 @@
 //! atomically, and get it served: by the user's reload command, or by our supervised
 //! master-worker HAProxy ([`process::Supervisor`], through the master CLI client in
 //! [`master`]), without any reload for server-only changes ([`plan`] + [`runtime`]).
-//! [`certs`] stands in self-signed certificates for missing `crt` files first; when the config
-//! is rejected, [`isolate`] finds the apps to leave out.
+//! [`certs`] stands in self-signed certificates for missing `crt` files the operator allowed
+//! first; when the config is rejected, [`isolate`] finds the apps to leave out. [`archive`]
+//! keeps the previous configs in a private directory.
 //!
 //! Data flow position: after `render`. A [`Validated`] config can only be made by
 //! [`validate`] (or explicitly [`Validated::unchecked`] for `--skip-validation`), so nothing
 //! unvalidated reaches the disk by accident.
 
 mod apply;
+pub mod archive;
 pub mod certs;
 pub mod isolate;
 pub mod master;

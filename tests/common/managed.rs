@@ -321,6 +321,8 @@ pub struct Options {
     pub log_level: String,
     /// How long the first config may take to be served.
     pub start_timeout: Duration,
+    /// `--ssl-certs` (the fixture certificate when `None`).
+    pub ssl_certs: Option<String>,
 }
 
 impl Default for Options {
@@ -332,6 +334,7 @@ impl Default for Options {
             extra_args: Vec::new(),
             log_level: "info".to_owned(),
             start_timeout: Duration::from_secs(20),
+            ssl_certs: None,
         }
     }
 }
@@ -427,7 +430,12 @@ impl ManagedLb {
             .args(["--run-dir", "run"])
             .args(["--admin-addr", &format!("127.0.0.1:{}", ports.admin)])
             .arg("--ssl-certs")
-            .arg(cert_pem())
+            .arg(
+                options
+                    .ssl_certs
+                    .clone()
+                    .unwrap_or_else(|| cert_pem().display().to_string()),
+            )
             .args(["--archive-versions", "0", "--syslog-socket", "/dev/null"])
             .args(["--log-level", &options.log_level])
             .args(&options.extra_args)

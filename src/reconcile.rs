@@ -127,8 +127,23 @@ pub struct Reconciler {
 }
 
 enum PassResult {
-    FetchFailed,
+    /// The fetch, write, check run or reload failed: a later try may work, so the loop retries
+    /// with a bounded backoff without waiting for an event.
+    Retry,
+    /// Done, or failed in a way only new input fixes (a rejected config, a bad body).
     Done,
+}
+
+/// Whether a failed pass is worth retrying as is: the failure was in the environment (disk,
+/// HAProxy, the reload command, a timeout), not in the apps.
+fn retryable(error: &run::Error) -> bool {
+    matches!(
+        error,
+        run::Error::Apply(_)
+            | run::Error::Reload(_)
+            | run::Error::Validate(crate::haproxy::ValidateError::Run { .. })
+            | run::Error::Validate(crate::haproxy::ValidateError::Exec(_))
+    )
 }
 
 impl Reconciler {
@@ -147,8 +162,19 @@ impl Reconciler {
         );
         let mut retry_at: Option<Instant> = None;
         let mut next_resync = Instant::now() + self.timing.resync_every;
+        // A pass may be blocked in `haproxy -c` or the reload command (`block_in_place`), where
+        // no `select!` can interrupt it: on SIGTERM this kills those children at once.
+        let mut stopping = shutdown.clone();
+        tokio::spawn(async move {
+            if stopping.wait_for(|s| *s).await.is_ok() {
+                crate::haproxy::exec::cancel_all();
+            }
+        });
         if let Target::Managed(managed) = &mut self.target {
-            managed.start_from_disk(&self.config).await;
+            tokio::select! {
+                _ = managed.start_from_disk(&self.config) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
         }
         loop {
             let first = tokio::select! {
@@ -167,9 +193,20 @@ impl Reconciler {
             match trigger {
                 Trigger::Resync => {
                     next_resync = Instant::now() + self.timing.resync_every;
-                    match self.pass(&mut memory).await {
-                        PassResult::FetchFailed => {
-                            retry_at = Some(Instant::now() + backoff.next_delay())
+                    // The async steps (master CLI, Runtime API, reload confirmation) end
+                    // here on SIGTERM; the blocking ones through `exec::cancel_all`.
+                    let result = tokio::select! {
+                        result = self.pass(&mut memory) => result,
+                        _ = shutdown.wait_for(|s| *s) => break,
+                    };
+                    match result {
+                        PassResult::Retry => {
+                            let delay = backoff.next_delay();
+                            tracing::info!(
+                                retry_in_ms = delay.as_millis() as u64,
+                                "retrying the failed pass"
+                            );
+                            retry_at = Some(Instant::now() + delay);
                         }
                         PassResult::Done => {
                             retry_at = None;
@@ -177,7 +214,10 @@ impl Reconciler {
                         }
                     }
                 }
-                Trigger::ReloadExisting => self.reload_existing().await,
+                Trigger::ReloadExisting => tokio::select! {
+                    _ = self.reload_existing() => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                },
             }
         }
         if let Target::Managed(managed) = &mut self.target {
@@ -198,7 +238,7 @@ impl Reconciler {
                     s.last_error = Some(e);
                     s.last_pass = Some(SystemTime::now());
                 });
-                return PassResult::FetchFailed;
+                return PassResult::Retry;
             }
         };
         let fetched = started.elapsed();
@@ -239,6 +279,9 @@ impl Reconciler {
                     s.last_error = Some(e.to_string());
                     s.last_pass = Some(now);
                 });
+                if retryable(&e) {
+                    return PassResult::Retry;
+                }
             }
         }
         PassResult::Done
@@ -550,6 +593,70 @@ mod tests {
         assert!(std::fs::read_to_string(dir.path().join("haproxy.cfg"))
             .unwrap()
             .contains(":31001"));
+        drop(tx);
+        handle.await.unwrap();
+    }
+
+    /// `tokio::time::pause` needs a current-thread runtime, where the pass's `block_in_place`
+    /// panics: this runs in real time with the 1 s first backoff.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_retried_without_a_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let apps = dir.path().join("apps.json");
+        std::fs::write(&apps, APPS).unwrap();
+        // The config's directory is a file: every write fails (even as root).
+        let etc = dir.path().join("etc");
+        std::fs::write(&etc, "").unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, mut status_rx) = watch::channel(Status::default());
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let timing = Timing {
+            debounce: Duration::ZERO,
+            resync_every: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(1),
+        };
+        let handle = tokio::spawn(
+            Reconciler {
+                config: config(&etc),
+                templates: Arc::new(Templates::builtin()),
+                source: Source::File(apps),
+                target: Target::Command {
+                    reload_pending: false,
+                },
+                status: status_tx,
+                metrics: Metrics::new(),
+                timing,
+            }
+            .run(rx, stop_rx),
+        );
+        tx.send(Trigger::Resync).unwrap();
+        status_rx
+            .wait_for(|s| {
+                s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("cannot write"))
+            })
+            .await
+            .unwrap();
+        std::fs::remove_file(&etc).unwrap();
+        std::fs::create_dir(&etc).unwrap();
+        let fixed = std::time::Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            status_rx.wait_for(|s| s.applies == 1),
+        )
+        .await
+        .expect("the failed write was not retried")
+        .unwrap();
+        assert!(
+            fixed.elapsed() <= Duration::from_millis(1500),
+            "{:?}",
+            fixed.elapsed()
+        );
+        assert!(std::fs::read_to_string(etc.join("haproxy.cfg"))
+            .unwrap()
+            .contains("backend a_10000"));
+        assert!(status_rx.borrow().passes >= 2);
         drop(tx);
         handle.await.unwrap();
     }

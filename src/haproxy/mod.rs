@@ -11,10 +11,12 @@
 
 mod apply;
 pub mod certs;
+pub mod exec;
 pub mod isolate;
 pub mod master;
 pub mod plan;
 pub mod process;
+pub mod reaper;
 pub mod runtime;
 mod validate;
 

@@ -27,6 +27,7 @@ use super::master::{CliError, MasterCli, ProcList, ReloadReply, Worker};
 use child::{alerts, launch, monitor, signal, OutputLog};
 
 mod child;
+pub mod rundir;
 mod settings;
 
 pub use settings::{ReloadOutcome, ReloadReason, Retries, Status, SupervisorConfig};
@@ -163,6 +164,9 @@ impl Supervisor {
             status: watch::Sender::new(Status::default()),
             output: Arc::default(),
         });
+        if let Some(pid_file) = &shared.config.pid_file {
+            rundir::stop_leftover(pid_file, &shared.config.master_socket).await;
+        }
         let child = launch(&shared).await?;
         shared.status.send_modify(|s| {
             s.master_pid = child.id();
@@ -353,6 +357,25 @@ impl Supervisor {
         if let Some(monitor) = monitor.take() {
             if let Err(e) = monitor.await {
                 tracing::error!(error = %e, "haproxy monitor task failed");
+            }
+            self.remove_run_files();
+        }
+    }
+
+    /// After a clean stop: the sockets and the pid file would only mislead the next run
+    /// (or another tool) into talking to a dead master.
+    fn remove_run_files(&self) {
+        let config = &self.shared.config;
+        let files = [
+            Some(&config.master_socket),
+            config.runtime_socket.as_ref(),
+            config.pid_file.as_ref(),
+        ];
+        for file in files.into_iter().flatten() {
+            match std::fs::remove_file(file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %file.display(), error = %e, "cannot remove"),
             }
         }
     }

@@ -24,6 +24,9 @@ use crate::marathon::watch::Backoff;
 use crate::metrics::Metrics;
 use crate::run::{self, Memory, Outcome};
 use crate::templates::Templates;
+use retry::retryable;
+
+mod retry;
 
 /// What a trigger asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,18 +135,6 @@ enum PassResult {
     Retry,
     /// Done, or failed in a way only new input fixes (a rejected config, a bad body).
     Done,
-}
-
-/// Whether a failed pass is worth retrying as is: the failure was in the environment (disk,
-/// HAProxy, the reload command, a timeout), not in the apps.
-fn retryable(error: &run::Error) -> bool {
-    matches!(
-        error,
-        run::Error::Apply(_)
-            | run::Error::Reload(_)
-            | run::Error::Validate(crate::haproxy::ValidateError::Run { .. })
-            | run::Error::Validate(crate::haproxy::ValidateError::Exec(_))
-    )
 }
 
 impl Reconciler {
@@ -593,70 +584,6 @@ mod tests {
         assert!(std::fs::read_to_string(dir.path().join("haproxy.cfg"))
             .unwrap()
             .contains(":31001"));
-        drop(tx);
-        handle.await.unwrap();
-    }
-
-    /// `tokio::time::pause` needs a current-thread runtime, where the pass's `block_in_place`
-    /// panics: this runs in real time with the 1 s first backoff.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_write_is_retried_without_a_trigger() {
-        let dir = tempfile::tempdir().unwrap();
-        let apps = dir.path().join("apps.json");
-        std::fs::write(&apps, APPS).unwrap();
-        // The config's directory is a file: every write fails (even as root).
-        let etc = dir.path().join("etc");
-        std::fs::write(&etc, "").unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, mut status_rx) = watch::channel(Status::default());
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let timing = Timing {
-            debounce: Duration::ZERO,
-            resync_every: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(1),
-        };
-        let handle = tokio::spawn(
-            Reconciler {
-                config: config(&etc),
-                templates: Arc::new(Templates::builtin()),
-                source: Source::File(apps),
-                target: Target::Command {
-                    reload_pending: false,
-                },
-                status: status_tx,
-                metrics: Metrics::new(),
-                timing,
-            }
-            .run(rx, stop_rx),
-        );
-        tx.send(Trigger::Resync).unwrap();
-        status_rx
-            .wait_for(|s| {
-                s.last_error
-                    .as_deref()
-                    .is_some_and(|e| e.contains("cannot write"))
-            })
-            .await
-            .unwrap();
-        std::fs::remove_file(&etc).unwrap();
-        std::fs::create_dir(&etc).unwrap();
-        let fixed = std::time::Instant::now();
-        tokio::time::timeout(
-            Duration::from_secs(3),
-            status_rx.wait_for(|s| s.applies == 1),
-        )
-        .await
-        .expect("the failed write was not retried")
-        .unwrap();
-        assert!(
-            fixed.elapsed() <= Duration::from_millis(1500),
-            "{:?}",
-            fixed.elapsed()
-        );
-        assert!(std::fs::read_to_string(etc.join("haproxy.cfg"))
-            .unwrap()
-            .contains("backend a_10000"));
-        assert!(status_rx.borrow().passes >= 2);
         drop(tx);
         handle.await.unwrap();
     }

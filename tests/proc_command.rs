@@ -247,3 +247,116 @@ async fn a_failed_write_is_retried_without_a_new_event() {
         lb.stderr()
     );
 }
+
+/// Zombie processes whose parent is `parent`.
+fn zombies_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+            let (state, ppid) = (fields.next()?, fields.next()?.parse::<u32>().ok()?);
+            (state == "Z" && ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_pid_1_orphans_are_reaped_and_our_children_keep_their_status() {
+    let usable = Command::new("unshare")
+        .args(["-fp", "--mount-proc", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable || Command::new("haproxy").arg("-v").output().is_err() {
+        eprintln!("\n!!!!! SKIP: needs `unshare -fp --mount-proc` (root) and haproxy !!!!!\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("apps.json"), APPS).unwrap();
+    common::unprivileged_templates(dir.path());
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    // Each reload leaves an orphan (the backgrounded sleep), which becomes our child.
+    let mut unshare = Command::new("unshare")
+        .args(["-fp", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_marathon-lb"))
+        .args(["--apps-file", "apps.json", "--watch", "--group", "external"])
+        .args(["--archive-versions", "0", "--syslog-socket", "/dev/null"])
+        .args(["--haproxy-config", "haproxy.cfg", "--admin-addr", "off"])
+        .arg("--ssl-certs")
+        .arg(common::cert_pem())
+        .args(["--command", "sleep 0.2 & echo reload >> reloads.log"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let stderr = || read(&dir.path().join("stderr.log"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lb = loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid: u32 = stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == unshare.id()).then_some(pid)
+        });
+        if let Some(pid) = found {
+            break KillOnDrop(pid);
+        }
+        assert!(Instant::now() < deadline, "marathon-lb did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Three passes, three reloads (a new config each time), three orphans.
+    for port in [31001, 31002] {
+        while !read(&dir.path().join("reloads.log")).ends_with("reload\n") {
+            assert!(Instant::now() < deadline, "no reload:\n{}", stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(
+            dir.path().join("apps.json"),
+            APPS.replace("31000", &port.to_string()),
+        )
+        .unwrap();
+    }
+    let want = "reload\nreload\nreload\n";
+    while read(&dir.path().join("reloads.log")) != want {
+        assert!(Instant::now() < deadline, "reloads:\n{}", stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let zombies = zombies_of(lb.0);
+    assert!(
+        zombies.is_empty(),
+        "unreaped orphans {zombies:?}:\n{}",
+        stderr()
+    );
+    let log = stderr();
+    assert!(log.contains("running as PID 1"), "{log}");
+    assert!(
+        !log.contains("failed"),
+        "a child's status was stolen:\n{log}"
+    );
+    drop(lb);
+    let _ = unshare.wait();
+}
+
+/// SIGKILL to a pid this test started, when dropped (also on a failed assertion): for the
+/// namespace's init it ends everything in the namespace.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of marathon-lb, which this test started.
+        unsafe {
+            libc::kill(self.0 as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}

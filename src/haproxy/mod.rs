@@ -3,7 +3,8 @@
 //! master-worker HAProxy ([`process::Supervisor`], through the master CLI client in
 //! [`master`]), without any reload for server-only changes ([`plan`] + [`runtime`]).
 //! [`certs`] stands in self-signed certificates for missing `crt` files first; when the config
-//! is rejected, [`isolate`] finds the apps to leave out.
+//! is rejected, [`isolate`] finds the apps to leave out. [`exec`] runs every external program
+//! (scrubbed environment, bounded time, dies with us); [`reaper`] reaps orphans as PID 1.
 //!
 //! Data flow position: after `render`. A [`Validated`] config can only be made by
 //! [`validate`] (or explicitly [`Validated::unchecked`] for `--skip-validation`), so nothing

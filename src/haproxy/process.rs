@@ -13,6 +13,11 @@
 //! timeout. It comes first so a `hard-stop-after` in the user's `HAPROXY_HEAD` wins
 //! (HAProxy keeps the last value it parses; checked on 2.6).
 //!
+//! The master is forked from a thread that lives as long as we do, with `PR_SET_PDEATHSIG`
+//! = SIGKILL, and never sees our credentials (see [`super::exec`]); its pid goes to a pid
+//! file in the run dir, through which a restarted marathon-lb finds and stops a master left
+//! behind ([`rundir`]). A clean stop removes the sockets and the pid file.
+//!
 //! Every operation that replaces the master's config (reload, restart) holds one tokio
 //! mutex, so they run one at a time. Counters go out on a `watch` channel ([`Status`]).
 

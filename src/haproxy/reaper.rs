@@ -89,6 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::zombie_processes)] // the point: the reaper, not we, waits for `orphan`
     fn an_orphan_zombie_is_reaped_and_a_known_child_is_not() {
         // A child we do not register stands in for an orphan; a registered one for ours.
         let orphan = std::process::Command::new("true").spawn().unwrap();

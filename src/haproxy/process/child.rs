@@ -76,55 +76,7 @@ pub(super) async fn launch(shared: &Shared) -> Result<Child> {
     let config = &shared.config;
     write_extra_config(config)?;
     let mark = shared.output.mark();
-    let mut socket = config.master_socket.clone().into_os_string();
-    socket.push(",mode,600");
-    let mut command = Command::new(&config.haproxy_bin);
-    command
-        .arg("-W")
-        .arg("-db")
-        .arg("-S")
-        .arg(socket)
-        .arg("-f")
-        .arg(&config.extra_config_path)
-        .arg("-f")
-        .arg(&config.config_path)
-        .args(&config.extra_args)
-        // Only harmless variables and our own: HAProxy expands "${NAME}" in its config.
-        .env_clear()
-        .envs(exec::scrubbed_env())
-        .envs(config.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let parent = rustix::process::getpid();
-    // SAFETY: runs in the child between fork and exec: two raw system calls (prctl,
-    // getppid), async-signal-safe, no allocation. SIGKILL on our death: the workers exit
-    // when their master dies (checked on HAProxy 2.6), so nothing keeps the ports.
-    unsafe {
-        command.pre_exec(move || exec::die_with(parent));
-    }
-    let runtime = tokio::runtime::Handle::current();
-    // Forked from the spawner thread, which lives as long as we do: the death signal
-    // follows the forking thread (see `exec::on_spawner_thread`).
-    let spawned = exec::on_spawner_thread(move || {
-        let _in_runtime = runtime.enter();
-        let mut known = exec::known();
-        let child = command.spawn()?;
-        if let Some(pid) = child.id() {
-            known.get_or_insert_with(Default::default).insert(pid);
-        }
-        Ok::<_, std::io::Error>(child)
-    })
-    .await
-    .and_then(|spawned| spawned);
-    let mut child = spawned.map_err(|source| Error::Spawn {
-        binary: config.haproxy_bin.display().to_string(),
-        source,
-    })?;
-    if let (Some(pid_file), Some(pid)) = (&config.pid_file, child.id()) {
-        rundir::write_pid(pid_file, pid);
-    }
+    let mut child = spawn_master(config).await?;
     let readers = [
         child
             .stdout
@@ -167,6 +119,61 @@ pub(super) async fn launch(shared: &Shared) -> Result<Child> {
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Starts `haproxy -W -db -S <socket> -f <extra> -f <config>` with the scrubbed environment,
+/// tied to our life, and records its pid.
+async fn spawn_master(config: &SupervisorConfig) -> Result<Child> {
+    let mut socket = config.master_socket.clone().into_os_string();
+    socket.push(",mode,600");
+    let mut command = Command::new(&config.haproxy_bin);
+    command
+        .arg("-W")
+        .arg("-db")
+        .arg("-S")
+        .arg(socket)
+        .arg("-f")
+        .arg(&config.extra_config_path)
+        .arg("-f")
+        .arg(&config.config_path)
+        .args(&config.extra_args)
+        // Only harmless variables and our own: HAProxy expands "${NAME}" in its config.
+        .env_clear()
+        .envs(exec::scrubbed_env())
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let parent = rustix::process::getpid();
+    // SAFETY: runs in the child between fork and exec: two raw system calls (prctl,
+    // getppid), async-signal-safe, no allocation. SIGKILL on our death: the workers exit
+    // when their master dies (checked on HAProxy 2.6), so nothing keeps the ports.
+    unsafe {
+        command.pre_exec(move || exec::die_with(parent));
+    }
+    let runtime = tokio::runtime::Handle::current();
+    // Forked from the spawner thread, which lives as long as we do: the death signal
+    // follows the forking thread (see `exec::on_spawner_thread`).
+    let spawned = exec::on_spawner_thread(move || {
+        let _in_runtime = runtime.enter();
+        let mut known = exec::known();
+        let child = command.spawn()?;
+        if let Some(pid) = child.id() {
+            known.get_or_insert_with(Default::default).insert(pid);
+        }
+        Ok::<_, std::io::Error>(child)
+    })
+    .await
+    .and_then(|spawned| spawned);
+    let child = spawned.map_err(|source| Error::Spawn {
+        binary: config.haproxy_bin.display().to_string(),
+        source,
+    })?;
+    if let (Some(pid_file), Some(pid)) = (&config.pid_file, child.id()) {
+        rundir::write_pid(pid_file, pid);
+    }
+    Ok(child)
 }
 
 fn write_extra_config(config: &SupervisorConfig) -> Result<()> {

@@ -24,6 +24,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// How often a bounded wait looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(25);
 
 static LIMITS: OnceLock<Limits> = OnceLock::new();
 /// Set once marathon-lb is stopping: every bounded wait then kills its child at once.
@@ -228,36 +232,45 @@ pub fn run_bounded(
         child.stdout.take().map(read_all),
         child.stderr.take().map(read_all),
     ];
+    // A waiter thread reports the exit at once (no polling delay on every check); this thread
+    // keeps the deadline and the cancel flag, and stays blocked, so the child's death signal
+    // (tied to this, the forking thread) cannot fire early.
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
     let started = Instant::now();
-    let mut pause = Duration::from_millis(1);
     let result = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(source) => {
+        let left = timeout.saturating_sub(started.elapsed());
+        let failure = match exit.recv_timeout(CANCEL_POLL.min(left)) {
+            Ok(Ok(status)) => break Ok(status),
+            Ok(Err(source)) => {
                 break Err(ExecError::Spawn {
                     step: step.into(),
                     source,
                 })
             }
-        }
-        let failure = if cancelled() {
-            Some(ExecError::Cancelled { step: step.into() })
-        } else if started.elapsed() >= timeout {
-            Some(ExecError::TimedOut {
-                step: step.into(),
-                timeout,
-            })
-        } else {
-            None
+            Err(RecvTimeoutError::Disconnected) => {
+                break Err(ExecError::Spawn {
+                    step: step.into(),
+                    source: std::io::Error::other("lost the child's exit status"),
+                })
+            }
+            Err(RecvTimeoutError::Timeout) if cancelled() => {
+                ExecError::Cancelled { step: step.into() }
+            }
+            Err(RecvTimeoutError::Timeout) if started.elapsed() >= timeout => {
+                ExecError::TimedOut {
+                    step: step.into(),
+                    timeout,
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => continue,
         };
-        if let Some(failure) = failure {
-            kill_group(pid);
-            let _ = child.wait();
-            break Err(failure);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        kill_group(pid);
+        // Reaped by the waiter thread once the kill lands.
+        let _ = exit.recv_timeout(Duration::from_secs(2));
+        break Err(failure);
     };
     known().get_or_insert_with(HashSet::new).remove(&pid);
     let status = result?;

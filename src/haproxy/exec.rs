@@ -259,12 +259,10 @@ pub fn run_bounded(
             Err(RecvTimeoutError::Timeout) if cancelled() => {
                 ExecError::Cancelled { step: step.into() }
             }
-            Err(RecvTimeoutError::Timeout) if started.elapsed() >= timeout => {
-                ExecError::TimedOut {
-                    step: step.into(),
-                    timeout,
-                }
-            }
+            Err(RecvTimeoutError::Timeout) if started.elapsed() >= timeout => ExecError::TimedOut {
+                step: step.into(),
+                timeout,
+            },
             Err(RecvTimeoutError::Timeout) => continue,
         };
         kill_group(pid);

@@ -73,8 +73,23 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub drain_timeout: u64,
     /// Directory for the HAProxy master socket and the supervisor's extra config (managed mode).
+    /// Locked: a second marathon-lb on the same directory exits at start.
     #[arg(long, value_name = "DIR", default_value = "/var/run/marathon-lb")]
     pub run_dir: PathBuf,
+    /// Kill `haproxy -c` after SECS seconds (e.g. a certificate path that is a FIFO); the pass
+    /// fails and the last good config keeps serving.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub check_timeout: u64,
+    /// Kill the reload command (--command, with its process group) after SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub command_timeout: u64,
+    /// Pass the environment variable NAME to HAProxy and the reload command (repeatable).
+    /// Both start with a scrubbed environment: PATH, LANG, LC_*, TZ, TMPDIR, HOME, HOSTNAME,
+    /// HOST, PORT, PORTS, PORT<n>, MESOS_* and MARATHON_APP_*, minus any name containing
+    /// PASSWORD, PASSWD, TOKEN, SECRET, KEY, CREDENTIAL, AUTH, PRIVATE or COOKIE.
+    /// DCOS_SERVICE_ACCOUNT_CREDENTIAL is never passed.
+    #[arg(long, value_name = "NAME")]
+    pub haproxy_env: Vec<String>,
     /// Number of previous config versions to keep, as hap_cfg.1 (newest) ... hap_cfg.N in the
     /// private directory $TMPDIR/marathon-lb-archive-<uid>/ (0 = none).
     #[arg(long, default_value_t = 5)]
@@ -117,7 +132,8 @@ pub struct Cli {
     /// Highest service port auto-assigned to IP-per-task apps (0 and 0 disable assignment).
     #[arg(long, default_value_t = 10100)]
     pub max_serv_port_ip_per_task: i64,
-    /// Maximum backoff in seconds between event-stream reconnects.
+    /// Maximum backoff in seconds between event-stream reconnects, and between retries of a
+    /// pass whose fetch, write or reload failed.
     #[arg(long, default_value_t = 300)]
     pub max_backoff: u64,
     /// Syslog socket ('/dev/null' to disable); logs always go to stderr.

@@ -18,7 +18,9 @@
 //!   isolation of the apps HAProxy rejects, self-signed stand-ins for missing certificates,
 //!   the atomic write + reload command, [`haproxy::Supervisor`] (HAProxy in master-worker
 //!   mode as our child, reloaded and confirmed through the master CLI, restarted on death),
-//!   and the Runtime API planner and client for reload-free server changes.
+//!   and the Runtime API planner and client for reload-free server changes. Every program we
+//!   run goes through [`haproxy::exec`] (scrubbed environment, timeout, death signal) and,
+//!   as PID 1, [`haproxy::reaper`] reaps orphans.
 //! - [`config`]: the command line, validated into the options of each stage.
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
 //! - [`deploy`]: managed mode: HAProxy run by us; server-only changes through the Runtime

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use marathon_lb::admin::{self, AdminState};
 use marathon_lb::config::{Cli, Config};
 use marathon_lb::deploy::Managed;
+use marathon_lb::haproxy::process::rundir;
 use marathon_lb::haproxy::{Retries, SupervisorConfig};
 use marathon_lb::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
 use marathon_lb::marathon::client::{Client, ClientConfig};
@@ -40,6 +41,16 @@ fn main() -> ExitCode {
         )
         .exit(),
     };
+    marathon_lb::haproxy::exec::configure(marathon_lb::haproxy::exec::Limits {
+        check_timeout: Duration::from_secs(config.cli.check_timeout.max(1)),
+        command_timeout: Duration::from_secs(config.cli.command_timeout.max(1)),
+        extra_env: config.cli.haproxy_env.clone(),
+    });
+    for name in &config.cli.haproxy_env {
+        if marathon_lb::haproxy::exec::looks_secret(name) {
+            tracing::warn!(name = %name, "--haproxy-env passes a name that looks like a credential to HAProxy");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -156,6 +167,15 @@ async fn live(
     source: Source,
 ) -> anyhow::Result<()> {
     let cli = &config.cli;
+    // First, before any listener: a second instance on this run dir must change nothing.
+    let _run_dir_lock = if cli.manages_haproxy() {
+        std::fs::create_dir_all(&cli.run_dir)
+            .with_context(|| format!("creating --run-dir {}", cli.run_dir.display()))?;
+        Some(rundir::lock(&cli.run_dir)?)
+    } else {
+        None
+    };
+    marathon_lb::haproxy::reaper::spawn_if_pid1();
     // Bound before anything starts (HAProxy included): a taken address is a start-up error.
     let admin_addr = match cli.admin_addr.as_str() {
         "off" | "" => None,
@@ -257,8 +277,9 @@ fn managed(cli: &Cli, admin_addr: Option<SocketAddr>, metrics: Metrics) -> anyho
         (cli.drain_timeout > 0).then(|| Duration::from_secs(cli.drain_timeout));
     settings.reload_interval = Duration::from_secs(cli.reload_interval.max(1));
     settings.max_reload_retries = Retries::from_flag(cli.max_reload_retries);
-    // Our own exit should not wait for long tunnels: they get a short grace, then go.
-    settings.stop_timeout = Duration::from_secs(10);
+    // Our own exit should not wait for long tunnels: they get a short grace, then go
+    // (6 s + 3 s after SIGTERM at most: a SIGTERM is honoured within 10 s).
+    settings.stop_timeout = Duration::from_secs(6);
     if let Some(addr) = admin_addr {
         // The Lua service behind /_mlb_signal/* posts to the admin server; 0.0.0.0 is not dialable.
         let host = if addr.ip().is_unspecified() {

@@ -24,6 +24,9 @@ use crate::marathon::watch::Backoff;
 use crate::metrics::Metrics;
 use crate::run::{self, Memory, Outcome};
 use crate::templates::Templates;
+use retry::retryable;
+
+mod retry;
 
 /// What a trigger asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +130,10 @@ pub struct Reconciler {
 }
 
 enum PassResult {
-    FetchFailed,
+    /// The fetch, write, check run or reload failed: a later try may work, so the loop retries
+    /// with a bounded backoff without waiting for an event.
+    Retry,
+    /// Done, or failed in a way only new input fixes (a rejected config, a bad body).
     Done,
 }
 
@@ -147,8 +153,19 @@ impl Reconciler {
         );
         let mut retry_at: Option<Instant> = None;
         let mut next_resync = Instant::now() + self.timing.resync_every;
+        // A pass may be blocked in `haproxy -c` or the reload command (`block_in_place`), where
+        // no `select!` can interrupt it: on SIGTERM this kills those children at once.
+        let mut stopping = shutdown.clone();
+        tokio::spawn(async move {
+            if stopping.wait_for(|s| *s).await.is_ok() {
+                crate::haproxy::exec::cancel_all();
+            }
+        });
         if let Target::Managed(managed) = &mut self.target {
-            managed.start_from_disk(&self.config).await;
+            tokio::select! {
+                _ = managed.start_from_disk(&self.config) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
         }
         loop {
             let first = tokio::select! {
@@ -167,9 +184,20 @@ impl Reconciler {
             match trigger {
                 Trigger::Resync => {
                     next_resync = Instant::now() + self.timing.resync_every;
-                    match self.pass(&mut memory).await {
-                        PassResult::FetchFailed => {
-                            retry_at = Some(Instant::now() + backoff.next_delay())
+                    // The async steps (master CLI, Runtime API, reload confirmation) end
+                    // here on SIGTERM; the blocking ones through `exec::cancel_all`.
+                    let result = tokio::select! {
+                        result = self.pass(&mut memory) => result,
+                        _ = shutdown.wait_for(|s| *s) => break,
+                    };
+                    match result {
+                        PassResult::Retry => {
+                            let delay = backoff.next_delay();
+                            tracing::info!(
+                                retry_in_ms = delay.as_millis() as u64,
+                                "retrying the failed pass"
+                            );
+                            retry_at = Some(Instant::now() + delay);
                         }
                         PassResult::Done => {
                             retry_at = None;
@@ -177,7 +205,10 @@ impl Reconciler {
                         }
                     }
                 }
-                Trigger::ReloadExisting => self.reload_existing().await,
+                Trigger::ReloadExisting => tokio::select! {
+                    _ = self.reload_existing() => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                },
             }
         }
         if let Target::Managed(managed) = &mut self.target {
@@ -198,7 +229,7 @@ impl Reconciler {
                     s.last_error = Some(e);
                     s.last_pass = Some(SystemTime::now());
                 });
-                return PassResult::FetchFailed;
+                return PassResult::Retry;
             }
         };
         let fetched = started.elapsed();
@@ -239,6 +270,9 @@ impl Reconciler {
                     s.last_error = Some(e.to_string());
                     s.last_pass = Some(now);
                 });
+                if retryable(&e) {
+                    return PassResult::Retry;
+                }
             }
         }
         PassResult::Done

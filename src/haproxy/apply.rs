@@ -144,23 +144,29 @@ fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Runs the reload command through `sh -c`.
+/// Runs the reload command through `sh -c`, with the scrubbed environment, in its own
+/// process group, bounded by `--command-timeout` (then the whole group is killed).
 ///
 /// # Errors
-/// [`ApplyError::Reload`] when it cannot start or exits non-zero.
+/// [`ApplyError::Reload`] when it cannot start, exits non-zero or times out.
 pub fn reload(command: &str) -> Result<(), ApplyError> {
     let fail = |reason: String| ApplyError::Reload {
         command: command.to_owned(),
         reason,
     };
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .status()
-        .map_err(|e| fail(e.to_string()))?;
-    if status.success() {
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(command);
+    let timeout = super::exec::limits().command_timeout;
+    let output =
+        super::exec::run_bounded(sh, "the reload command", timeout, false).map_err(|e| {
+            fail(match e {
+                super::exec::ExecError::Spawn { source, .. } => source.to_string(),
+                other => other.to_string(),
+            })
+        })?;
+    if output.status.success() {
         Ok(())
     } else {
-        Err(fail(status.to_string()))
+        Err(fail(output.status.to_string()))
     }
 }

@@ -4,7 +4,8 @@
 //! [`master`]), without any reload for server-only changes ([`plan`] + [`runtime`]).
 //! [`certs`] stands in self-signed certificates for missing `crt` files the operator allowed
 //! first; when the config is rejected, [`isolate`] finds the apps to leave out. [`archive`]
-//! keeps the previous configs in a private directory.
+//! keeps the previous configs in a private directory. [`exec`] runs every external program
+//! (scrubbed environment, bounded time, dies with us); [`reaper`] reaps orphans as PID 1.
 //!
 //! Data flow position: after `render`. A [`Validated`] config can only be made by
 //! [`validate`] (or explicitly [`Validated::unchecked`] for `--skip-validation`), so nothing
@@ -13,10 +14,12 @@
 mod apply;
 pub mod archive;
 pub mod certs;
+pub mod exec;
 pub mod isolate;
 pub mod master;
 pub mod plan;
 pub mod process;
+pub mod reaper;
 pub mod runtime;
 mod validate;
 

@@ -13,6 +13,11 @@
 //! timeout. It comes first so a `hard-stop-after` in the user's `HAPROXY_HEAD` wins
 //! (HAProxy keeps the last value it parses; checked on 2.6).
 //!
+//! The master is forked from a thread that lives as long as we do, with `PR_SET_PDEATHSIG`
+//! = SIGKILL, and never sees our credentials (see [`super::exec`]); its pid goes to a pid
+//! file in the run dir, through which a restarted marathon-lb finds and stops a master left
+//! behind ([`rundir`]). A clean stop removes the sockets and the pid file.
+//!
 //! Every operation that replaces the master's config (reload, restart) holds one tokio
 //! mutex, so they run one at a time. Counters go out on a `watch` channel ([`Status`]).
 
@@ -27,6 +32,7 @@ use super::master::{CliError, MasterCli, ProcList, ReloadReply, Worker};
 use child::{alerts, launch, monitor, signal, OutputLog};
 
 mod child;
+pub mod rundir;
 mod settings;
 
 pub use settings::{ReloadOutcome, ReloadReason, Retries, Status, SupervisorConfig};
@@ -163,6 +169,9 @@ impl Supervisor {
             status: watch::Sender::new(Status::default()),
             output: Arc::default(),
         });
+        if let Some(pid_file) = &shared.config.pid_file {
+            rundir::stop_leftover(pid_file, &shared.config.master_socket).await;
+        }
         let child = launch(&shared).await?;
         shared.status.send_modify(|s| {
             s.master_pid = child.id();
@@ -353,6 +362,25 @@ impl Supervisor {
         if let Some(monitor) = monitor.take() {
             if let Err(e) = monitor.await {
                 tracing::error!(error = %e, "haproxy monitor task failed");
+            }
+            self.remove_run_files();
+        }
+    }
+
+    /// After a clean stop: the sockets and the pid file would only mislead the next run
+    /// (or another tool) into talking to a dead master.
+    fn remove_run_files(&self) {
+        let config = &self.shared.config;
+        let files = [
+            Some(&config.master_socket),
+            config.runtime_socket.as_ref(),
+            config.pid_file.as_ref(),
+        ];
+        for file in files.into_iter().flatten() {
+            match std::fs::remove_file(file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %file.display(), error = %e, "cannot remove"),
             }
         }
     }

@@ -12,6 +12,9 @@ use tokio::net::UnixStream;
 
 use super::plan::{expected_servers, Op};
 
+/// Bound on one command: connect, send, and read the whole answer. A wedged HAProxy fails
+/// the update (which then falls back to a reload) instead of holding the pass.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a refused `del server` is retried at least (while its last streams end).
 const DEL_RETRY: Duration = Duration::from_secs(1);
 
@@ -34,6 +37,14 @@ pub enum RuntimeError {
         command: String,
         /// HAProxy's answer.
         answer: String,
+    },
+    /// A command got no complete answer in time.
+    #[error("runtime API `{command}` got no answer within {}s", timeout.as_secs())]
+    TimedOut {
+        /// The command sent.
+        command: String,
+        /// The bound.
+        timeout: Duration,
     },
     /// After applying, the running servers differ from the config.
     #[error("running servers differ from the config: {0}")]
@@ -79,26 +90,33 @@ impl RuntimeApi {
     /// Sends one command and returns HAProxy's answer.
     ///
     /// # Errors
-    /// [`RuntimeError::Connect`] when the socket cannot be used.
+    /// [`RuntimeError::Connect`] when the socket cannot be used, [`RuntimeError::TimedOut`].
     pub async fn command(&self, command: &str) -> Result<String, RuntimeError> {
         let connect_err = |source| RuntimeError::Connect {
             path: self.socket.display().to_string(),
             source,
         };
-        let mut stream = UnixStream::connect(&self.socket)
+        let exchange = async {
+            let mut stream = UnixStream::connect(&self.socket)
+                .await
+                .map_err(connect_err)?;
+            stream
+                .write_all(format!("{command}\n").as_bytes())
+                .await
+                .map_err(connect_err)?;
+            let mut answer = String::new();
+            stream
+                .read_to_string(&mut answer)
+                .await
+                .map_err(connect_err)?;
+            Ok(answer)
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, exchange)
             .await
-            .map_err(connect_err)?;
-        stream
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .map_err(connect_err)?;
-        let mut answer = String::new();
-        let read = stream.read_to_string(&mut answer);
-        tokio::time::timeout(Duration::from_secs(10), read)
-            .await
-            .map_err(|_| connect_err(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(connect_err)?;
-        Ok(answer)
+            .map_err(|_| RuntimeError::TimedOut {
+                command: command.to_owned(),
+                timeout: COMMAND_TIMEOUT,
+            })?
     }
 
     /// Sends a command whose success answer is empty or `expected`.

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use super::exec::{self, ExecError};
 use super::Paths;
 use crate::render::Rendered;
 
@@ -42,6 +43,10 @@ pub enum ValidateError {
         /// HAProxy's `[ALERT]` lines (or its whole output when it printed none).
         alerts: String,
     },
+    /// The check ran past `--check-timeout` (e.g. a certificate path that is a FIFO) and was
+    /// killed, or marathon-lb is stopping.
+    #[error("{0}")]
+    Exec(#[source] ExecError),
 }
 
 /// What HAProxy printed about a config it accepted.
@@ -119,7 +124,7 @@ fn run_check(
     }
     let candidate = dir.path().join("haproxy.cfg");
     std::fs::write(&candidate, &config).map_err(run_err)?;
-    let output = check(binary, &candidate).map_err(run_err)?;
+    let output = check(binary, &candidate)?;
     renames.push((candidate.to_string_lossy().into_owned(), "haproxy.cfg"));
     let mut text = format!(
         "{}{}",
@@ -147,10 +152,7 @@ fn run_check(
 /// # Errors
 /// As [`validate`].
 pub fn validate_file(path: &Path, binary: &str) -> Result<(), ValidateError> {
-    let output = check(binary, path).map_err(|source| ValidateError::Run {
-        binary: binary.to_owned(),
-        source,
-    })?;
+    let output = check(binary, path)?;
     if output.status.success() {
         return Ok(());
     }
@@ -174,10 +176,16 @@ fn alerts(text: &str) -> String {
     }
 }
 
-fn check(binary: &str, config: &Path) -> std::io::Result<std::process::Output> {
-    Command::new(binary)
-        .arg("-c")
-        .arg("-f")
-        .arg(config)
-        .output()
+/// `binary -c -f config`, with the scrubbed environment, bounded by `--check-timeout`.
+fn check(binary: &str, config: &Path) -> Result<std::process::Output, ValidateError> {
+    let mut command = Command::new(binary);
+    command.arg("-c").arg("-f").arg(config);
+    let timeout = exec::limits().check_timeout;
+    exec::run_bounded(command, &format!("`{binary} -c`"), timeout, true).map_err(|e| match e {
+        ExecError::Spawn { source, .. } => ValidateError::Run {
+            binary: binary.to_owned(),
+            source,
+        },
+        other => ValidateError::Exec(other),
+    })
 }

@@ -323,6 +323,13 @@ pub struct Options {
     pub start_timeout: Duration,
     /// `--ssl-certs` (the fixture certificate when `None`).
     pub ssl_certs: Option<String>,
+    /// More environment for marathon-lb.
+    pub env: Vec<(String, String)>,
+    /// `--run-dir` (default: `run` in the temp dir).
+    pub run_dir: Option<PathBuf>,
+    /// DC/OS mode: `(uid, public key PEM, private key PEM)`; the fake Marathon then requires a
+    /// login, and marathon-lb gets the credential in `DCOS_SERVICE_ACCOUNT_CREDENTIAL`.
+    pub dcos: Option<(String, String, String)>,
 }
 
 impl Default for Options {
@@ -335,6 +342,9 @@ impl Default for Options {
             log_level: "info".to_owned(),
             start_timeout: Duration::from_secs(20),
             ssl_certs: None,
+            env: Vec::new(),
+            run_dir: None,
+            dcos: None,
         }
     }
 }
@@ -364,6 +374,7 @@ pub struct ManagedLb {
     pub ports: Ports,
     child: Option<Child>,
     http: reqwest::Client,
+    run_dir: PathBuf,
 }
 
 impl ManagedLb {
@@ -375,7 +386,11 @@ impl ManagedLb {
 
     /// [`ManagedLb::start`] with the fake Marathon serving this `/v2/apps` body.
     pub async fn start_with_body(options: Options, body: String) -> ManagedLb {
-        let fake = FakeMarathon::start(FakeOptions::default()).await.unwrap();
+        let mut fake_options = FakeOptions::default();
+        if let Some((uid, public, _)) = &options.dcos {
+            fake_options = fake_options.dcos(uid, public);
+        }
+        let fake = FakeMarathon::start(fake_options).await.unwrap();
         fake.set_apps(body);
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports {
@@ -427,7 +442,8 @@ impl ManagedLb {
             .arg(dir.path().join("haproxy.cfg"))
             // Relative, as a user would type it (HAProxy needs absolute socket paths: the
             // binary must resolve it).
-            .args(["--run-dir", "run"])
+            .arg("--run-dir")
+            .arg(options.run_dir.clone().unwrap_or_else(|| "run".into()))
             .args(["--admin-addr", &format!("127.0.0.1:{}", ports.admin)])
             .arg("--ssl-certs")
             .arg(
@@ -442,11 +458,17 @@ impl ManagedLb {
             .env_remove("DCOS_SERVICE_ACCOUNT_CREDENTIAL")
             .env_remove("MARATHON_LB_LOG")
             .env("NO_COLOR", "1")
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         if options.health_check {
             cmd.arg("--health-check");
+        }
+        if let Some((uid, _, private)) = &options.dcos {
+            let credential =
+                json!({"uid": uid, "private_key": private, "login_endpoint": fake.login_url()});
+            cmd.env("DCOS_SERVICE_ACCOUNT_CREDENTIAL", credential.to_string());
         }
         if let Some(secs) = options.drain_timeout {
             cmd.args(["--drain-timeout", &secs.to_string()]);
@@ -458,7 +480,12 @@ impl ManagedLb {
             }
         }
         let child = cmd.spawn().unwrap();
+        let run_dir = options
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("run"));
         let lb = ManagedLb {
+            run_dir,
             dir,
             fake,
             ports,
@@ -527,7 +554,7 @@ impl ManagedLb {
 
     /// `--run-dir`.
     pub fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
+        self.run_dir.clone()
     }
 
     /// The admin-level stats socket marathon-lb adds for its Runtime API updates.

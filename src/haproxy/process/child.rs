@@ -12,7 +12,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Error, ReloadReason, Result, Shared, Stop, SupervisorConfig, POLL};
+use super::{rundir, Error, ReloadReason, Result, Shared, Stop, SupervisorConfig, POLL};
+use crate::haproxy::exec;
 
 /// Lines of HAProxy output kept for error messages.
 const OUTPUT_LINES: usize = 512;
@@ -75,28 +76,7 @@ pub(super) async fn launch(shared: &Shared) -> Result<Child> {
     let config = &shared.config;
     write_extra_config(config)?;
     let mark = shared.output.mark();
-    let mut socket = config.master_socket.clone().into_os_string();
-    socket.push(",mode,600");
-    let mut child = Command::new(&config.haproxy_bin)
-        .arg("-W")
-        .arg("-db")
-        .arg("-S")
-        .arg(socket)
-        .arg("-f")
-        .arg(&config.extra_config_path)
-        .arg("-f")
-        .arg(&config.config_path)
-        .args(&config.extra_args)
-        .envs(config.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| Error::Spawn {
-            binary: config.haproxy_bin.display().to_string(),
-            source,
-        })?;
+    let mut child = spawn_master(config).await?;
     let readers = [
         child
             .stdout
@@ -139,6 +119,61 @@ pub(super) async fn launch(shared: &Shared) -> Result<Child> {
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Starts `haproxy -W -db -S <socket> -f <extra> -f <config>` with the scrubbed environment,
+/// tied to our life, and records its pid.
+async fn spawn_master(config: &SupervisorConfig) -> Result<Child> {
+    let mut socket = config.master_socket.clone().into_os_string();
+    socket.push(",mode,600");
+    let mut command = Command::new(&config.haproxy_bin);
+    command
+        .arg("-W")
+        .arg("-db")
+        .arg("-S")
+        .arg(socket)
+        .arg("-f")
+        .arg(&config.extra_config_path)
+        .arg("-f")
+        .arg(&config.config_path)
+        .args(&config.extra_args)
+        // Only harmless variables and our own: HAProxy expands "${NAME}" in its config.
+        .env_clear()
+        .envs(exec::scrubbed_env())
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let parent = rustix::process::getpid();
+    // SAFETY: runs in the child between fork and exec: two raw system calls (prctl,
+    // getppid), async-signal-safe, no allocation. SIGKILL on our death: the workers exit
+    // when their master dies (checked on HAProxy 2.6), so nothing keeps the ports.
+    unsafe {
+        command.pre_exec(move || exec::die_with(parent));
+    }
+    let runtime = tokio::runtime::Handle::current();
+    // Forked from the spawner thread, which lives as long as we do: the death signal
+    // follows the forking thread (see `exec::on_spawner_thread`).
+    let spawned = exec::on_spawner_thread(move || {
+        let _in_runtime = runtime.enter();
+        let mut known = exec::known();
+        let child = command.spawn()?;
+        if let Some(pid) = child.id() {
+            known.get_or_insert_with(Default::default).insert(pid);
+        }
+        Ok::<_, std::io::Error>(child)
+    })
+    .await
+    .and_then(|spawned| spawned);
+    let child = spawned.map_err(|source| Error::Spawn {
+        binary: config.haproxy_bin.display().to_string(),
+        source,
+    })?;
+    if let (Some(pid_file), Some(pid)) = (&config.pid_file, child.id()) {
+        rundir::write_pid(pid_file, pid);
+    }
+    Ok(child)
 }
 
 fn write_extra_config(config: &SupervisorConfig) -> Result<()> {
@@ -188,6 +223,7 @@ pub(super) async fn monitor(
                 return;
             }
         };
+        forget(&child);
         shared.status.send_modify(|s| s.master_pid = None);
         if *stop.borrow() != Stop::Run {
             return;
@@ -251,6 +287,15 @@ async fn shut_down(shared: &Shared, child: &mut Child, how: Stop) {
     tracing::warn!(pid, "haproxy master ignored SIGTERM; killing it");
     let _ = child.kill().await;
     shared.status.send_modify(|s| s.master_pid = None);
+}
+
+/// Drops a reaped master from the children the PID 1 reaper leaves alone.
+fn forget(child: &Child) {
+    if let Some(pid) = child.id() {
+        if let Some(known) = exec::known().as_mut() {
+            known.remove(&pid);
+        }
+    }
 }
 
 pub(super) fn signal(pid: u32, sig: Signal) -> std::io::Result<()> {

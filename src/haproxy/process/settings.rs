@@ -131,8 +131,12 @@ pub struct SupervisorConfig {
     pub runtime_socket: Option<PathBuf>,
     /// Extra command-line arguments for HAProxy (e.g. `-n <maxconn>` where the fd limit is low).
     pub extra_args: Vec<String>,
-    /// Extra environment for HAProxy (e.g. `MARATHON_LB_ADMIN_ADDR` for the Lua signal service).
+    /// Extra environment for HAProxy (e.g. `MARATHON_LB_ADMIN_ADDR` for the Lua signal service),
+    /// on top of the scrubbed environment (see [`crate::haproxy::exec`]).
     pub env: Vec<(String, String)>,
+    /// The master's pid file: written at each (re)start, removed on a clean stop; a master
+    /// found through it at start was left by a previous run and is stopped (`None`: none).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl SupervisorConfig {
@@ -156,6 +160,7 @@ impl SupervisorConfig {
             runtime_socket: Some(state_dir.join("runtime.sock")),
             extra_args: Vec::new(),
             env: Vec::new(),
+            pid_file: Some(state_dir.join("haproxy.pid")),
         }
     }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::config::Config;
 use crate::haproxy::{self, isolate, ApplyError, Paths, ValidateError, Validated};
 use crate::marathon::types;
+use crate::model::invalid::{self, LeftOut, PortHolders};
 use crate::model::{self, network::Resolver, HealthMemory};
 use crate::render::{self, Rendered};
 use crate::templates::Templates;
@@ -63,6 +64,9 @@ pub struct Memory {
     pub resolver: Resolver,
     /// Last known task health.
     pub health: HealthMemory,
+    /// Which app bound each service port in the last rendered config (live mode): the holder
+    /// keeps its port against a newcomer.
+    pub port_holders: PortHolders,
 }
 
 /// Maps an apps file into memory: unlike reading it, this neither zeroes nor copies tens of
@@ -106,18 +110,19 @@ enum Parsed {
     Model(model::Error),
 }
 
+/// Services modeled from a body, and the apps left out (live mode).
+type Modeled = (Vec<model::Service>, Vec<LeftOut>);
+
 /// Parses the body on a second thread and models each app as it arrives: the two steps
 /// overlap, and the parsed apps are dropped one by one instead of all being held at once.
-/// A malformed body wins over an invalid label (it is found only once parsing ends).
-fn parse_and_model(
-    body: &[u8],
-    config: &Config,
-    memory: &mut Memory,
-) -> Result<Vec<model::Service>, Parsed> {
+/// A malformed body wins over an invalid app (it is found only once parsing ends). An element
+/// that is not a valid app is left out in live mode, and fails the run otherwise.
+fn parse_and_model(body: &[u8], config: &Config, memory: &mut Memory) -> Result<Modeled, Parsed> {
     /// Apps handed over at once: one wake-up of the modeling thread per batch, not per app.
     const BATCH: usize = 64;
+    type Item<'a> = Result<types::App<'a>, types::AppError>;
     std::thread::scope(|scope| {
-        let (batches, parsed_batches) = std::sync::mpsc::sync_channel::<Vec<types::App>>(8);
+        let (batches, parsed_batches) = std::sync::mpsc::sync_channel::<Vec<Item>>(8);
         let parser = scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             // A failed send means the receiver panicked, which the join below reports.
@@ -131,18 +136,43 @@ fn parse_and_model(
             let _ = batches.send(batch);
             parsed
         });
+        let leave_out = config.model.leave_out_invalid;
         let mut builder =
             model::Builder::new(&config.model, &mut memory.resolver, &mut memory.health);
-        for app in parsed_batches.into_iter().flatten() {
-            builder.push(app);
+        let mut first_bad: Option<types::AppError> = None;
+        for item in parsed_batches.into_iter().flatten() {
+            match item {
+                Ok(app) => builder.push(app),
+                Err(e) if leave_out => builder.leave_out(undecodable(&e)),
+                Err(e) => {
+                    first_bad.get_or_insert(e);
+                }
+            }
         }
         let parsed = match parser.join() {
             Ok(parsed) => parsed,
             Err(panic) => std::panic::resume_unwind(panic),
         };
         parsed.map_err(Parsed::Body)?;
-        builder.finish().map_err(Parsed::Model)
+        if let Some(e) = first_bad {
+            return Err(Parsed::Body(types::Error::App(e)));
+        }
+        builder.finish_all().map_err(Parsed::Model)
     })
+}
+
+/// An element of `apps` that is not a valid app, as a report.
+fn undecodable(e: &types::AppError) -> LeftOut {
+    let label = e
+        .field
+        .as_deref()
+        .and_then(|f| f.strip_prefix("labels."))
+        .map(str::to_owned);
+    LeftOut {
+        app_id: e.report_id(),
+        labels: label.into_iter().collect(),
+        reason: e.to_string(),
+    }
 }
 
 /// A rendered config with the services it came from (isolation re-renders subsets of them).
@@ -152,6 +182,8 @@ pub struct Built {
     pub services: Vec<model::Service>,
     /// Their config and maps.
     pub rendered: Rendered,
+    /// Apps (or service ports) left out for invalid input (live mode only; one-shot fails).
+    pub left_out: Vec<LeftOut>,
 }
 
 /// Parses, models and renders an apps body, keeping the services.
@@ -167,17 +199,32 @@ pub fn build_body(
 ) -> Result<Built, Error> {
     let started = std::time::Instant::now();
     let apps_bytes = body.as_ref().len();
-    let services = parse_and_model(body.as_ref(), config, memory).map_err(|e| match e {
-        Parsed::Body(source) => Error::Parse {
-            origin: origin.to_owned(),
-            source,
-        },
-        Parsed::Model(e) => Error::Model(e),
-    })?;
+    let (mut services, mut left_out) =
+        parse_and_model(body.as_ref(), config, memory).map_err(|e| match e {
+            Parsed::Body(source) => Error::Parse {
+                origin: origin.to_owned(),
+                source,
+            },
+            Parsed::Model(e) => Error::Model(e),
+        })?;
     let modeled = started.elapsed();
     // The services own what they need: free the body (often tens of MB) before rendering.
     drop(body);
-    let rendered = render::render(&services, templates, &config.render)?;
+    if config.model.leave_out_invalid {
+        let opts = &config.render;
+        let reserved: &[(i64, &str)] = if opts.bind_http_https {
+            &[(80, "marathon_http_in"), (443, "marathon_https_in")]
+        } else {
+            &[]
+        };
+        let selected = |s: &model::Service| s.enabled && s.in_groups(&opts.groups);
+        let (kept, conflicts, holders) =
+            invalid::resolve_port_conflicts(services, &memory.port_holders, selected, reserved);
+        services = kept;
+        left_out.extend(conflicts);
+        memory.port_holders = holders;
+    }
+    let rendered = render_leaving_out(&mut services, &mut left_out, config, templates)?;
     tracing::debug!(
         apps_bytes,
         services = services.len(),
@@ -185,7 +232,42 @@ pub fn build_body(
         render_ms = (started.elapsed() - modeled).as_secs_f64() * 1e3,
         "rendered"
     );
-    Ok(Built { services, rendered })
+    Ok(Built {
+        services,
+        rendered,
+        left_out,
+    })
+}
+
+/// Renders; in live mode an app whose label or definition cannot be rendered (a template
+/// label with an unbalanced `{` or an unknown placeholder, ...) is left out and the rest
+/// rendered again (each retry removes one app, so this ends).
+fn render_leaving_out(
+    services: &mut Vec<model::Service>,
+    left_out: &mut Vec<LeftOut>,
+    config: &Config,
+    templates: &Templates,
+) -> Result<Rendered, Error> {
+    loop {
+        let error = match render::render(services, templates, &config.render) {
+            Ok(rendered) => return Ok(rendered),
+            Err(e) => e,
+        };
+        let Some(app_id) = error.app_id().filter(|_| config.model.leave_out_invalid) else {
+            return Err(error.into());
+        };
+        let app_id = app_id.to_owned();
+        let before = services.len();
+        services.retain(|s| s.app_id != app_id);
+        if services.len() == before {
+            return Err(error.into());
+        }
+        left_out.push(LeftOut {
+            app_id,
+            labels: error.label().map(str::to_owned).into_iter().collect(),
+            reason: error.to_string(),
+        });
+    }
 }
 
 /// A config that passed `haproxy -c` (or whose check was skipped), with what was left out.
@@ -266,6 +348,20 @@ fn drop_in_background(services: Vec<model::Service>) {
 /// # Errors
 /// [`Error::Validate`] (nothing written) or [`Error::Apply`].
 pub fn apply(built: Built, config: &Config, templates: &Templates) -> Result<Outcome, Error> {
+    apply_checked(built, config, templates, &mut None)
+}
+
+/// [`apply`], also setting `rejected` to the apps HAProxy rejected when the config was checked
+/// (left as is when the config was unchanged and not checked).
+///
+/// # Errors
+/// As [`apply`].
+pub fn apply_checked(
+    built: Built,
+    config: &Config,
+    templates: &Templates,
+    rejected: &mut Option<Vec<isolate::RejectedApp>>,
+) -> Result<Outcome, Error> {
     let cli = &config.cli;
     let paths = Paths::new(&cli.haproxy_config);
     if !haproxy::changed(&built.rendered, &paths, cli.haproxy_map) {
@@ -273,6 +369,7 @@ pub fn apply(built: Built, config: &Config, templates: &Templates) -> Result<Out
         return Ok(Outcome::Unchanged);
     }
     let checked = check(built, config, templates)?;
+    *rejected = Some(checked.rejected.clone());
     if !checked.rejected.is_empty()
         && !haproxy::changed(checked.validated.rendered(), &paths, cli.haproxy_map)
     {

@@ -52,18 +52,22 @@ pub fn has_control(text: &str) -> bool {
     text.chars().any(char::is_control)
 }
 
-/// Refuses an app id or value label with a control character.
+/// Refuses an app id or value label with a control character. `HTTP_BACKEND_REDIR` is both
+/// a value label and a template name, and the original renders a multi-line value of it
+/// verbatim (the conformance corpus has five such cases): it is refused only in live mode.
 ///
 /// # Errors
 /// [`Error::InvalidAppId`] or [`Error::InvalidLabel`] (the first such label in name order).
-pub fn check_app(app: &App) -> Result<(), Error> {
+pub fn check_app(app: &App, live: bool) -> Result<(), Error> {
     if has_control(&app.id) {
         return Err(Error::InvalidAppId {
             app_id: app.id.to_string(),
         });
     }
     for (key, value) in &app.labels {
-        if key.starts_with("HAPROXY_") && !is_template_label(key) && has_control(value) {
+        let ambiguous = labels::port_label(key).is_some_and(|(_, n)| n == "HTTP_BACKEND_REDIR");
+        let checked = key.starts_with("HAPROXY_") && !is_template_label(key);
+        if checked && (live || !ambiguous) && has_control(value) {
             return Err(Error::InvalidLabel {
                 app_id: app.id.to_string(),
                 label: key.to_string(),

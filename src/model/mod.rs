@@ -372,7 +372,7 @@ fn app_services(
     resolver: &mut Resolver,
     health: &mut HealthMemory,
 ) -> Result<Vec<Service>, Error> {
-    invalid::check_app(app)?;
+    invalid::check_app(app, options.leave_out_invalid)?;
     let mode = Mode::of(app);
     let app_groups: Vec<String> = app
         .labels

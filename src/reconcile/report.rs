@@ -65,9 +65,17 @@ impl Reporter {
                 })
                 .collect();
         }
-        let mut merged: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        // In the order found (model and render first, then HAProxy's), one entry per app.
+        let mut merged: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
         for entry in left_out.into_iter().chain(self.rejected.iter().cloned()) {
-            let (labels, reasons) = merged.entry(entry.app_id).or_default();
+            let at = match merged.iter().position(|(id, _, _)| *id == entry.app_id) {
+                Some(at) => at,
+                None => {
+                    merged.push((entry.app_id, Vec::new(), Vec::new()));
+                    merged.len() - 1
+                }
+            };
+            let (_, labels, reasons) = &mut merged[at];
             for label in entry.labels {
                 if !labels.contains(&label) {
                     labels.push(label);
@@ -77,8 +85,8 @@ impl Reporter {
                 reasons.push(entry.reason);
             }
         }
-        let mut next = BTreeMap::new();
-        for (app_id, (labels, reasons)) in merged {
+        let mut next = Vec::with_capacity(merged.len());
+        for (app_id, labels, reasons) in merged {
             let reason = reasons.join("; ");
             let since = match self.known.get(&app_id) {
                 Some(old) if old.reason == reason => old.since,
@@ -87,21 +95,22 @@ impl Reporter {
                     now
                 }
             };
-            next.insert(
-                app_id.clone(),
-                InvalidApp {
-                    app_id,
-                    labels,
-                    reason,
-                    since,
-                },
-            );
+            next.push(InvalidApp {
+                app_id,
+                labels,
+                reason,
+                since,
+            });
         }
-        for app_id in self.known.keys().filter(|id| !next.contains_key(*id)) {
+        for app_id in self
+            .known
+            .keys()
+            .filter(|id| !next.iter().any(|n| n.app_id == **id))
+        {
             tracing::info!(app_id = %app_id.escape_debug(), "an app left out before is valid again (or gone)");
         }
-        self.known = next;
-        self.known.values().cloned().collect()
+        self.known = next.iter().map(|n| (n.app_id.clone(), n.clone())).collect();
+        next
     }
 }
 
@@ -136,8 +145,8 @@ mod tests {
             2,
             "the HAProxy rejection stands until the next check"
         );
-        assert_eq!(list[1].app_id, "/x");
-        assert_eq!(list[1].since, t0);
+        assert_eq!(list[0].app_id, "/x");
+        assert_eq!(list[0].since, t0);
         let list = r.update(vec![left("/x", "other")], Some(&[]), t1);
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].since, t1);

@@ -75,6 +75,10 @@ fn value_labels_and_ids_with_line_breaks_are_refused_templates_are_not() {
         assert_eq!(left_out[0].labels.len(), 1, "{labels}");
         assert!(left_out[0].reason.contains("control characters"));
     }
+    // Both a value and a template name: verbatim in one-shot (as the original), refused live.
+    let redir = r#""HAPROXY_0_HTTP_BACKEND_REDIR":"  acl is_root path -i /\n""#;
+    assert!(build(&[app("/r", 10000, redir)], false).is_ok());
+    assert_eq!(build(&[app("/r", 10000, redir)], true).unwrap().1.len(), 1);
     let template = r#""HAPROXY_0_BACKEND_HEAD":"\nbackend {backend}\n  balance {balance}\n""#;
     let (services, left_out) = build(&[app("/t", 10000, template)], true).unwrap();
     assert_eq!((services.len(), left_out.len()), (1, 0));

@@ -257,17 +257,38 @@ fn render_leaving_out(
             return Err(error.into());
         };
         let app_id = app_id.to_owned();
+        let label = error.label().map(|l| concrete_label(services, &app_id, l));
         let before = services.len();
         services.retain(|s| s.app_id != app_id);
         if services.len() == before {
             return Err(error.into());
         }
+        let reason = match &label {
+            Some(label) if !error.to_string().contains(label.as_str()) => {
+                format!("{error} (label {label})")
+            }
+            _ => error.to_string(),
+        };
         left_out.push(LeftOut {
             app_id,
-            labels: error.label().map(str::to_owned).into_iter().collect(),
-            reason: error.to_string(),
+            labels: label.into_iter().collect(),
+            reason,
         });
     }
+}
+
+/// `HAPROXY_{n}_NAME` from a render error as the app's actual label (`HAPROXY_0_NAME`).
+fn concrete_label(services: &[model::Service], app_id: &str, label: &str) -> String {
+    let Some(name) = label.strip_prefix("HAPROXY_{n}_") else {
+        return label.to_owned();
+    };
+    services
+        .iter()
+        .filter(|s| s.app_id == app_id)
+        .flat_map(|s| s.labels.iter().map(|(k, _)| k))
+        .find(|k| model::labels::port_label(k).is_some_and(|(_, n)| n == name))
+        .cloned()
+        .unwrap_or_else(|| label.to_owned())
 }
 
 /// A config that passed `haproxy -c` (or whose check was skipped), with what was left out.

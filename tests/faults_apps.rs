@@ -126,7 +126,7 @@ async fn a_body_without_an_apps_list_keeps_the_last_config() {
     lb.wait_for_answers(port, &["b"], SETTLE).await;
     assert_eq!(
         lb.get_admin("/healthz").await.map(|h| h.1),
-        Some("ok".into())
+        Some("ok\n".into())
     );
 }
 
@@ -184,7 +184,7 @@ async fn one_apps_bad_input_leaves_only_that_app_out() {
         assert_eq!(invalid_metric(&lb).await, Some(1.0));
         assert_eq!(
             lb.get_admin("/healthz").await.map(|h| h.1),
-            Some("ok".into())
+            Some("ok\n".into())
         );
     }
     // Fixed: X is back and no longer reported.

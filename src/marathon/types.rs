@@ -296,4 +296,6 @@ where
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

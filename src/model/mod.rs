@@ -536,4 +536,6 @@ pub fn app_count(services: &[Service]) -> usize {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

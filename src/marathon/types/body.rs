@@ -108,38 +108,68 @@ impl<'a> AppsBody<'a> {
 /// soon as it is parsed, in Marathon's order: the caller can model one app while the next one
 /// parses, and the whole list never needs to be in memory at once.
 ///
+/// The body is first read in one pass, each app decoded in place (the common case: no
+/// invalid app, no extra cost). When that fails, it is read again element by element: each
+/// element is delimited as raw JSON and decoded on its own, so a bad one becomes an
+/// [`AppError`] and the others still decode; the apps already handed over are skipped.
+///
 /// # Errors
 /// [`Error::Parse`] or [`Error::NoAppsList`] when the body is not a listing (apps before the
 /// error may already have been handed over). Never [`Error::App`].
 pub fn for_each_app<'a>(
     text: &'a [u8],
-    each: impl FnMut(Result<App<'a>, AppError>),
+    mut each: impl FnMut(Result<App<'a>, AppError>),
 ) -> Result<(), Error> {
-    let body = Body { each };
-    // Validating UTF-8 once up front lets serde_json skip validating every string (2x faster).
-    let (shape, message) = match std::str::from_utf8(text) {
-        Ok(text) => {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let found = body.deserialize(&mut de)?;
-            de.end()?;
-            found
-        }
+    let mut handed = 0;
+    let found = match walk(text, &mut each, &mut handed, None) {
+        Ok(found) => found,
         Err(_) => {
-            let mut de = serde_json::Deserializer::from_slice(text);
-            let found = body.deserialize(&mut de)?;
-            de.end()?;
-            found
+            let skip = handed;
+            walk(text, &mut each, &mut handed, Some(skip))?
         }
     };
-    match shape {
-        Some(Shape::List) => Ok(()),
-        Some(Shape::Other(found)) => Err(Error::NoAppsList { found, message }),
-        None => Err(Error::NoAppsList {
+    match found {
+        (Some(Shape::List), _) => Ok(()),
+        (Some(Shape::Other(found)), message) => Err(Error::NoAppsList { found, message }),
+        (None, message) => Err(Error::NoAppsList {
             found: "missing",
             message,
         }),
     }
 }
+
+/// One read of the body: fast (`tolerant: None`) or element by element, skipping the first
+/// `tolerant` elements.
+fn walk<'a, F: FnMut(Result<App<'a>, AppError>)>(
+    text: &'a [u8],
+    each: &mut F,
+    handed: &mut usize,
+    tolerant: Option<usize>,
+) -> Result<Found, serde_json::Error> {
+    let body = Body {
+        each,
+        handed,
+        tolerant,
+    };
+    // Validating UTF-8 once up front lets serde_json skip validating every string (2x faster).
+    match std::str::from_utf8(text) {
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let found = body.deserialize(&mut de)?;
+            de.end()?;
+            Ok(found)
+        }
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(text);
+            let found = body.deserialize(&mut de)?;
+            de.end()?;
+            Ok(found)
+        }
+    }
+}
+
+/// What the body held under `apps`, and its `message`.
+type Found = (Option<Shape>, Option<String>);
 
 /// What the body held under `apps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,33 +180,41 @@ enum Shape {
 
 /// The top-level object: `apps` goes to the callback, `message` is kept for the error when
 /// there is no list, anything else is skipped.
-struct Body<F> {
-    each: F,
+struct Body<'f, F> {
+    each: &'f mut F,
+    /// Apps handed over so far by the fast read.
+    handed: &'f mut usize,
+    /// `Some(skip)`: the element-by-element read.
+    tolerant: Option<usize>,
 }
 
-impl<'de, F: FnMut(Result<App<'de>, AppError>)> DeserializeSeed<'de> for Body<F> {
-    type Value = (Option<Shape>, Option<String>);
+impl<'de, F: FnMut(Result<App<'de>, AppError>)> DeserializeSeed<'de> for Body<'_, F> {
+    type Value = Found;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de, F: FnMut(Result<App<'de>, AppError>)> Visitor<'de> for Body<F> {
-    type Value = (Option<Shape>, Option<String>);
+impl<'de, F: FnMut(Result<App<'de>, AppError>)> Visitor<'de> for Body<'_, F> {
+    type Value = Found;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a Marathon apps listing object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
         let (mut shape, mut message) = (None, None);
         while let Some(BodyStr(key)) = map.next_key()? {
             if key == "apps" {
                 if shape.is_some() {
                     return Err(serde::de::Error::duplicate_field("apps"));
                 }
-                shape = Some(map.next_value_seed(AppList(&mut self.each))?);
+                shape = Some(map.next_value_seed(AppList {
+                    each: &mut *self.each,
+                    handed: &mut *self.handed,
+                    tolerant: self.tolerant,
+                })?);
             } else if key == "message" {
                 let value: serde_json::Value = map.next_value()?;
                 message = Some(match value {
@@ -192,7 +230,11 @@ impl<'de, F: FnMut(Result<App<'de>, AppError>)> Visitor<'de> for Body<F> {
 }
 
 /// The `apps` value: a list is handed over element by element; anything else only named.
-struct AppList<'f, F>(&'f mut F);
+struct AppList<'f, F> {
+    each: &'f mut F,
+    handed: &'f mut usize,
+    tolerant: Option<usize>,
+}
 
 impl<'de, F: FnMut(Result<App<'de>, AppError>)> DeserializeSeed<'de> for AppList<'_, F> {
     type Value = Shape;
@@ -243,9 +285,18 @@ impl<'de, F: FnMut(Result<App<'de>, AppError>)> Visitor<'de> for AppList<'_, F> 
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let Some(skip) = self.tolerant else {
+            while let Some(app) = seq.next_element::<App<'de>>()? {
+                (self.each)(Ok(app));
+                *self.handed += 1;
+            }
+            return Ok(Shape::List);
+        };
         let mut index = 0;
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            (self.0)(decode_app(raw, index));
+            if index >= skip {
+                (self.each)(decode_app(raw, index));
+            }
             index += 1;
         }
         Ok(Shape::List)

@@ -1,11 +1,12 @@
 //! One pass of the pipeline: apps body -> services -> config -> validate -> write -> reload.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::haproxy::{self, isolate, ApplyError, Paths, ValidateError, Validated};
 use crate::marathon::types;
-use crate::model::invalid::{self, LeftOut, PortHolders};
+use crate::model::invalid::{LeftOut, PortHolders};
 use crate::model::{self, network::Resolver, HealthMemory};
 use crate::render::{self, Rendered};
 use crate::templates::Templates;
@@ -67,6 +68,9 @@ pub struct Memory {
     /// Which app bound each service port in the last rendered config (live mode): the holder
     /// keeps its port against a newcomer.
     pub port_holders: PortHolders,
+    /// The services of the last rendered config (live mode): an app whose new definition is
+    /// invalid keeps serving these.
+    pub previous: Arc<Vec<model::Service>>,
 }
 
 /// Maps an apps file into memory: unlike reading it, this neither zeroes nor copies tens of
@@ -103,6 +107,8 @@ pub fn render_body(
 ) -> Result<Rendered, Error> {
     Ok(build_body(body, origin, config, templates, memory)?.rendered)
 }
+
+mod live;
 
 /// Why [`parse_and_model`] failed.
 enum Parsed {
@@ -178,8 +184,8 @@ fn undecodable(e: &types::AppError) -> LeftOut {
 /// A rendered config with the services it came from (isolation re-renders subsets of them).
 #[derive(Debug)]
 pub struct Built {
-    /// The load-balanced services, sorted.
-    pub services: Vec<model::Service>,
+    /// The load-balanced services, sorted (shared with the pass memory in live mode).
+    pub services: Arc<Vec<model::Service>>,
     /// Their config and maps.
     pub rendered: Rendered,
     /// Apps (or service ports) left out for invalid input (live mode only; one-shot fails).
@@ -210,21 +216,15 @@ pub fn build_body(
     let modeled = started.elapsed();
     // The services own what they need: free the body (often tens of MB) before rendering.
     drop(body);
+    let rendered = if config.model.leave_out_invalid {
+        live::keep_and_render(&mut services, &mut left_out, config, templates, memory)?
+    } else {
+        render::render(&services, templates, &config.render)?
+    };
+    let services = Arc::new(services);
     if config.model.leave_out_invalid {
-        let opts = &config.render;
-        let reserved: &[(i64, &str)] = if opts.bind_http_https {
-            &[(80, "marathon_http_in"), (443, "marathon_https_in")]
-        } else {
-            &[]
-        };
-        let selected = |s: &model::Service| s.enabled && s.in_groups(&opts.groups);
-        let (kept, conflicts, holders) =
-            invalid::resolve_port_conflicts(services, &memory.port_holders, selected, reserved);
-        services = kept;
-        left_out.extend(conflicts);
-        memory.port_holders = holders;
+        memory.previous = services.clone();
     }
-    let rendered = render_leaving_out(&mut services, &mut left_out, config, templates)?;
     tracing::debug!(
         apps_bytes,
         services = services.len(),
@@ -237,58 +237,6 @@ pub fn build_body(
         rendered,
         left_out,
     })
-}
-
-/// Renders; in live mode an app whose label or definition cannot be rendered (a template
-/// label with an unbalanced `{` or an unknown placeholder, ...) is left out and the rest
-/// rendered again (each retry removes one app, so this ends).
-fn render_leaving_out(
-    services: &mut Vec<model::Service>,
-    left_out: &mut Vec<LeftOut>,
-    config: &Config,
-    templates: &Templates,
-) -> Result<Rendered, Error> {
-    loop {
-        let error = match render::render(services, templates, &config.render) {
-            Ok(rendered) => return Ok(rendered),
-            Err(e) => e,
-        };
-        let Some(app_id) = error.app_id().filter(|_| config.model.leave_out_invalid) else {
-            return Err(error.into());
-        };
-        let app_id = app_id.to_owned();
-        let label = error.label().map(|l| concrete_label(services, &app_id, l));
-        let before = services.len();
-        services.retain(|s| s.app_id != app_id);
-        if services.len() == before {
-            return Err(error.into());
-        }
-        let reason = match &label {
-            Some(label) if !error.to_string().contains(label.as_str()) => {
-                format!("{error} (label {label})")
-            }
-            _ => error.to_string(),
-        };
-        left_out.push(LeftOut {
-            app_id,
-            labels: label.into_iter().collect(),
-            reason,
-        });
-    }
-}
-
-/// `HAPROXY_{n}_NAME` from a render error as the app's actual label (`HAPROXY_0_NAME`).
-fn concrete_label(services: &[model::Service], app_id: &str, label: &str) -> String {
-    let Some(name) = label.strip_prefix("HAPROXY_{n}_") else {
-        return label.to_owned();
-    };
-    services
-        .iter()
-        .filter(|s| s.app_id == app_id)
-        .flat_map(|s| s.labels.iter().map(|(k, _)| k))
-        .find(|k| model::labels::port_label(k).is_some_and(|(_, n)| n == name))
-        .cloned()
-        .unwrap_or_else(|| label.to_owned())
 }
 
 /// A config that passed `haproxy -c` (or whose check was skipped), with what was left out.
@@ -356,7 +304,7 @@ pub fn check(built: Built, config: &Config, templates: &Templates) -> Result<Che
 
 /// Frees services on another thread: for 10,000 apps that is a few milliseconds the write and
 /// reload need not wait for.
-fn drop_in_background(services: Vec<model::Service>) {
+fn drop_in_background(services: Arc<Vec<model::Service>>) {
     // If no thread can be started, the closure (and the services) is dropped right here.
     let _ = std::thread::Builder::new()
         .name("drop-services".into())

@@ -132,14 +132,18 @@ async fn a_body_without_an_apps_list_keeps_the_last_config() {
 
 /// Item 2: app X's new definition is invalid (a port label that is not a number, a label value
 /// of the wrong JSON type, `labels` of the wrong type, a template label with an unbalanced
-/// `{`) while app Y scales: Y's change is served, X is left out and reported by name and label.
+/// `{`) while app Y scales: Y's change is served, X keeps serving its last good config and is
+/// reported by name and label; a new app N with an invalid label is left out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_apps_bad_input_leaves_only_that_app_out() {
     if haproxy_missing("one_apps_bad_input_leaves_only_that_app_out") {
         return;
     }
-    let t = tasks(&["x", "y1", "y2"]).await;
-    let (px, py) = (free_port(), free_port());
+    let t = tasks(&["x", "y1", "y2", "n"]).await;
+    let (px, py, pn) = (free_port(), free_port(), free_port());
+    let newcomer = app("/n", pn, &[&t[3]])
+        .label("HAPROXY_0_BACKEND_WEIGHT", "heavy")
+        .json();
     let x = app("/x", px, &[&t[0]]);
     let y_both = app("/y", py, &[&t[1], &t[2]]);
     let y_one = app("/y", py, &[&t[1]]);
@@ -169,24 +173,27 @@ async fn one_apps_bad_input_leaves_only_that_app_out() {
         } else {
             (&y_both, &["y1", "y2"])
         };
-        lb.set_body(body(&[bad_x, y.json()]));
+        lb.set_body(body(&[newcomer.clone(), bad_x, y.json()]));
         lb.wait_for_answers(py, want, SETTLE).await;
-        assert!(managed::get(px, None).await.starts_with("ERR"), "{label}");
-        let list = wait_invalid(&lb, &["/x"]).await;
+        lb.wait_for_answers(px, &["x"], SETTLE).await;
+        assert!(managed::get(pn, None).await.starts_with("ERR"), "{label}");
+        let list = wait_invalid(&lb, &["/n", "/x"]).await;
+        let list = &list[1..];
         let error = list[0]["error"].as_str().unwrap_or_default();
         assert!(
-            error.contains("/x") && error.contains(label),
+            error.contains("/x") && error.contains(label) && error.contains("last good config"),
             "{label}: {list:?}"
         );
         if label != "labels" {
             assert_eq!(list[0]["labels"], json!([label]), "{list:?}");
         }
-        assert_eq!(invalid_metric(&lb).await, Some(1.0));
+        assert_eq!(invalid_metric(&lb).await, Some(2.0));
         assert_eq!(
             lb.get_admin("/healthz").await.map(|h| h.1),
             Some("ok\n".into())
         );
     }
+    assert_eq!(t[3].hits(), 0);
     // Fixed: X is back and no longer reported.
     lb.set_body(managed::apps_body(&[&x, &y_both]));
     lb.wait_for_answers(px, &["x"], SETTLE).await;

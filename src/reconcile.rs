@@ -76,10 +76,12 @@ async fn read_capped(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, 
         )
     };
     let file = tokio::fs::File::open(path).await.map_err(failed)?;
-    if file.metadata().await.map_err(failed)?.len() > max_bytes {
+    let len = file.metadata().await.map_err(failed)?.len();
+    if len > max_bytes {
         return Err(too_big());
     }
-    let mut body = Vec::new();
+    // Sized up front (as `fs::read` does): growing a 28 MB buffer by doubling costs memory.
+    let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
     // The file may grow after the size check: never read more than the cap (+1 to notice).
     file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut body)

@@ -64,13 +64,7 @@ pub enum Error {
 }
 
 /// An app left out of the config, as listed by `GET /status` and `/`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InvalidApp {
-    /// Marathon app id (`/group/app`).
-    pub app_id: String,
-    /// Why it was left out (e.g. the invalid label).
-    pub error: String,
-}
+pub use crate::reconcile::InvalidApp;
 
 /// What the handlers share. Cheap to clone: receivers, an `Arc` and a sender.
 #[derive(Clone)]
@@ -123,14 +117,7 @@ impl AdminState {
         }
         // Otherwise the reconcile loop's own list, when it left any app out.
         let status = self.status.borrow();
-        let listed: Vec<InvalidApp> = status
-            .invalid_apps
-            .iter()
-            .map(|(app_id, error)| InvalidApp {
-                app_id: app_id.clone(),
-                error: error.clone(),
-            })
-            .collect();
+        let listed: Vec<InvalidApp> = status.invalid_apps.clone();
         (!listed.is_empty()).then_some(listed)
     }
 }
@@ -444,7 +431,7 @@ fn render_page(view: &StatusView, last_apply: Option<SystemTime>, now: SystemTim
             html.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td></tr>\n",
                 escape(&app.app_id),
-                escape(&app.error)
+                escape(&app.reason)
             ));
         }
         html.push_str("</table>\n");

@@ -61,6 +61,10 @@ pub struct Cli {
     /// Treat the event stream as dead after SECS seconds without a byte (keep-alives included).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub event_stall_timeout: u64,
+    /// Largest Marathon apps body (and --apps-file in live mode) read, in bytes; a larger one
+    /// fails the pass and the last good config keeps serving (a 10,000-app cluster is ~28 MB).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub marathon_max_body_bytes: u64,
     /// Address of the admin HTTP server in live mode (/healthz, /metrics, /status, /signal/*); "off" disables it.
     /// A taken address is a start-up error. POST /signal/* refuses cross-origin browser requests.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
@@ -159,6 +163,9 @@ pub struct Cli {
     pub marathon_ca_cert: Option<PathBuf>,
 }
 
+/// Default of `--marathon-max-body-bytes`: 256 MiB, nine times a 10,000-app cluster.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
+
 /// The validated configuration of a run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -214,6 +221,7 @@ impl Cli {
             health_check: self.health_check,
             ip_per_task_ports: (min != 0 && max != 0).then_some((min, max)),
             framework_name: env("FRAMEWORK_NAME"),
+            leave_out_invalid: self.is_live(),
         };
         let render = render::Options {
             groups: self.group.clone(),

@@ -153,6 +153,7 @@ fn marathon_client(cli: &Cli) -> anyhow::Result<Client> {
     };
     let mut client_config = ClientConfig::new(cli.marathon.iter().cloned())
         .credentials(credentials)
+        .max_body_bytes(cli.marathon_max_body_bytes)
         .stall_timeout(Duration::from_secs(cli.event_stall_timeout.max(1)));
     if let Some(ca) = &cli.marathon_ca_cert {
         client_config = client_config.ca_cert(ca);
@@ -227,12 +228,10 @@ async fn live(
     let metrics = Metrics::new();
     if let Some(listener) = admin_listener {
         let mut state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
-        if cli.manages_haproxy() {
-            // Managed passes check every config and publish the apps they left out.
-            let (invalid_tx, invalid_rx) = watch::channel(Vec::new());
-            feeders.spawn(mirror_invalid_apps(status_rx.clone(), invalid_tx));
-            state = state.with_invalid_apps(invalid_rx);
-        }
+        // Every live mode publishes the apps it left out (an empty list included).
+        let (invalid_tx, invalid_rx) = watch::channel(Vec::new());
+        feeders.spawn(mirror_invalid_apps(status_rx.clone(), invalid_tx));
+        state = state.with_invalid_apps(invalid_rx);
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -301,15 +300,7 @@ async fn mirror_invalid_apps(
     out: watch::Sender<Vec<admin::InvalidApp>>,
 ) {
     loop {
-        let apps: Vec<admin::InvalidApp> = status
-            .borrow_and_update()
-            .invalid_apps
-            .iter()
-            .map(|(app_id, error)| admin::InvalidApp {
-                app_id: app_id.clone(),
-                error: error.clone(),
-            })
-            .collect();
+        let apps: Vec<admin::InvalidApp> = status.borrow_and_update().invalid_apps.clone();
         out.send_if_modified(|current| {
             let changed = *current != apps;
             *current = apps;

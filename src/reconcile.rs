@@ -28,6 +28,11 @@ use retry::retryable;
 
 mod retry;
 
+mod report;
+
+pub use report::InvalidApp;
+use report::Reporter;
+
 /// What a trigger asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -47,21 +52,48 @@ pub enum Source {
 }
 
 impl Source {
-    /// Fetches the apps body and names its origin for error messages.
-    async fn fetch(&self) -> Result<(Bytes, String), String> {
+    /// Fetches the apps body and names its origin for error messages. A file larger than
+    /// `max_bytes` is refused like a Marathon body would be.
+    async fn fetch(&self, max_bytes: u64) -> Result<(Bytes, String), String> {
         match self {
             Source::Marathon(client) => {
                 let body = client.apps_json().await.map_err(|e| e.chain())?;
                 Ok((body, format!("Marathon {}", client.current_host())))
             }
             Source::File(path) => {
-                let body = tokio::fs::read(path)
-                    .await
-                    .map_err(|e| format!("cannot read apps file {}: {e}", path.display()))?;
+                let body = read_capped(path, max_bytes).await?;
                 Ok((Bytes::from(body), path.display().to_string()))
             }
         }
     }
+}
+
+/// Reads an apps file of at most `max_bytes` (`--marathon-max-body-bytes`).
+async fn read_capped(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let failed = |e: std::io::Error| format!("cannot read apps file {}: {e}", path.display());
+    let too_big = || {
+        format!(
+            "apps file {} is larger than {max_bytes} bytes (--marathon-max-body-bytes)",
+            path.display()
+        )
+    };
+    let file = tokio::fs::File::open(path).await.map_err(failed)?;
+    let len = file.metadata().await.map_err(failed)?.len();
+    if len > max_bytes {
+        return Err(too_big());
+    }
+    // Sized up front (as `fs::read` does): growing a 28 MB buffer by doubling costs memory.
+    let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
+    // The file may grow after the size check: never read more than the cap (+1 to notice).
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut body)
+        .await
+        .map_err(failed)?;
+    if body.len() as u64 > max_bytes {
+        return Err(too_big());
+    }
+    Ok(body)
 }
 
 /// The published state of the loop, read by the admin endpoints and metrics.
@@ -81,8 +113,10 @@ pub struct Status {
     pub marathon_connected: bool,
     /// Apps with at least one load-balanced service in the last rendered config.
     pub apps: usize,
-    /// Apps left out of the config because HAProxy rejects them: (app id, reason).
-    pub invalid_apps: Vec<(String, String)>,
+    /// Apps (or service ports) left out of the last config: for invalid labels or JSON,
+    /// port conflicts, templates that do not format (live mode), or because HAProxy rejects
+    /// them.
+    pub invalid_apps: Vec<InvalidApp>,
     /// Server changes applied without a reload (managed mode).
     pub runtime_applies: u64,
     /// When the last pass finished (successful or not).
@@ -146,6 +180,7 @@ impl Reconciler {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut memory = Memory::default();
+        let mut reporter = Reporter::default();
         let mut backoff = Backoff::new(
             Duration::from_secs(1),
             self.timing.max_backoff.max(Duration::from_secs(1)),
@@ -187,7 +222,7 @@ impl Reconciler {
                     // The async steps (master CLI, Runtime API, reload confirmation) end
                     // here on SIGTERM; the blocking ones through `exec::cancel_all`.
                     let result = tokio::select! {
-                        result = self.pass(&mut memory) => result,
+                        result = self.pass(&mut memory, &mut reporter) => result,
                         _ = shutdown.wait_for(|s| *s) => break,
                     };
                     match result {
@@ -217,10 +252,11 @@ impl Reconciler {
         tracing::info!("reconcile loop stopped");
     }
 
-    async fn pass(&mut self, memory: &mut Memory) -> PassResult {
+    async fn pass(&mut self, memory: &mut Memory, reporter: &mut Reporter) -> PassResult {
         let started = std::time::Instant::now();
         self.status.send_modify(|s| s.passes += 1);
-        let (body, origin) = match self.source.fetch().await {
+        let max_bytes = self.config.cli.marathon_max_body_bytes;
+        let (body, origin) = match self.source.fetch(max_bytes).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 tracing::error!(error = %e, "cannot fetch apps; keeping the current config");
@@ -245,15 +281,14 @@ impl Reconciler {
                     total_ms = took.as_millis() as u64,
                     "pass done"
                 );
-                self.metrics.set_invalid_apps(done.invalid_len());
+                let invalid = reporter.update(done.left_out, done.rejected.as_deref(), now);
+                self.metrics.set_invalid_apps(invalid.len());
                 self.status.send_modify(|s| {
                     s.last_success = Some(now);
                     s.last_pass = Some(now);
                     s.last_error = None;
                     s.apps = done.apps;
-                    if let Some(invalid) = done.invalid {
-                        s.invalid_apps = invalid;
-                    }
+                    s.invalid_apps = invalid;
                     match done.outcome {
                         PassOutcome::Unchanged => {}
                         PassOutcome::Runtime => s.runtime_applies += 1,
@@ -285,14 +320,17 @@ impl Reconciler {
         memory: &mut Memory,
     ) -> Result<Done, run::Error> {
         let (config, templates) = (&self.config, &self.templates);
-        let built = tokio::task::block_in_place(|| {
+        let mut built = tokio::task::block_in_place(|| {
             run::build_body(body, origin, config, templates, memory)
         })?;
         let apps = count_apps(&built.rendered.config);
+        let left_out = std::mem::take(&mut built.left_out);
         match &mut self.target {
             Target::Command { reload_pending } => {
-                let mut outcome =
-                    tokio::task::block_in_place(|| run::apply(built, config, templates));
+                let mut rejected = None;
+                let mut outcome = tokio::task::block_in_place(|| {
+                    run::apply_checked(built, config, templates, &mut rejected)
+                });
                 if let (Some(command), Ok(Outcome::Unchanged), true) =
                     (&config.cli.command, &outcome, *reload_pending)
                 {
@@ -320,7 +358,8 @@ impl Reconciler {
                 Ok(Done {
                     outcome,
                     apps,
-                    invalid: None,
+                    left_out,
+                    rejected,
                 })
             }
             Target::Managed(managed) => {
@@ -342,7 +381,8 @@ impl Reconciler {
                     return Ok(Done {
                         outcome: PassOutcome::Unchanged,
                         apps,
-                        invalid: None,
+                        left_out,
+                        rejected: None,
                     });
                 }
                 // Task churn: straight to the Runtime API, no full `haproxy -c`.
@@ -356,7 +396,8 @@ impl Reconciler {
                             return Ok(Done {
                                 outcome: PassOutcome::Runtime,
                                 apps,
-                                invalid: None,
+                                left_out,
+                                rejected: None,
                             })
                         }
                         Err(e) => {
@@ -366,11 +407,7 @@ impl Reconciler {
                     }
                 }
                 let checked = tokio::task::block_in_place(|| run::check(built, config, templates))?;
-                let invalid = checked
-                    .rejected
-                    .iter()
-                    .map(|r| (r.app_id.clone(), rejected_reason(r)))
-                    .collect();
+                let rejected = Some(checked.rejected.clone());
                 let outcome = match managed.deploy(checked, config, runtime_failed).await? {
                     Deployed::Unchanged => PassOutcome::Unchanged,
                     Deployed::Runtime(_) => PassOutcome::Runtime,
@@ -379,7 +416,8 @@ impl Reconciler {
                 Ok(Done {
                     outcome,
                     apps,
-                    invalid: Some(invalid),
+                    left_out,
+                    rejected,
                 })
             }
         }
@@ -414,14 +452,10 @@ enum PassOutcome {
 struct Done {
     outcome: PassOutcome,
     apps: usize,
-    /// Apps left out, when the config was checked in this pass.
-    invalid: Option<Vec<(String, String)>>,
-}
-
-impl Done {
-    fn invalid_len(&self) -> usize {
-        self.invalid.as_ref().map_or(0, Vec::len)
-    }
+    /// Apps left out for invalid input (every pass, live mode).
+    left_out: Vec<crate::model::invalid::LeftOut>,
+    /// Apps HAProxy rejected, when the config was checked in this pass.
+    rejected: Option<Vec<crate::haproxy::isolate::RejectedApp>>,
 }
 
 /// Backends in a config text, as a cheap count of load-balanced services for status.
@@ -461,18 +495,6 @@ pub async fn poll(every: Duration, triggers: mpsc::UnboundedSender<Trigger>) {
     }
 }
 
-/// What `/status` says about an app HAProxy rejected: the labels involved, then HAProxy's line.
-fn rejected_reason(rejected: &crate::haproxy::isolate::RejectedApp) -> String {
-    if rejected.labels.is_empty() {
-        rejected.error_line.clone()
-    } else {
-        format!(
-            "label {}: {}",
-            rejected.labels.join(", "),
-            rejected.error_line
-        )
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;

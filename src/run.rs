@@ -1,10 +1,12 @@
 //! One pass of the pipeline: apps body -> services -> config -> validate -> write -> reload.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::haproxy::{self, isolate, ApplyError, Paths, ValidateError, Validated};
 use crate::marathon::types;
+use crate::model::invalid::{LeftOut, PortHolders};
 use crate::model::{self, network::Resolver, HealthMemory};
 use crate::render::{self, Rendered};
 use crate::templates::Templates;
@@ -63,6 +65,12 @@ pub struct Memory {
     pub resolver: Resolver,
     /// Last known task health.
     pub health: HealthMemory,
+    /// Which app bound each service port in the last rendered config (live mode): the holder
+    /// keeps its port against a newcomer.
+    pub port_holders: PortHolders,
+    /// The services of the last rendered config (live mode): an app whose new definition is
+    /// invalid keeps serving these.
+    pub previous: Arc<Vec<model::Service>>,
 }
 
 /// Maps an apps file into memory: unlike reading it, this neither zeroes nor copies tens of
@@ -100,24 +108,27 @@ pub fn render_body(
     Ok(build_body(body, origin, config, templates, memory)?.rendered)
 }
 
+mod live;
+
 /// Why [`parse_and_model`] failed.
 enum Parsed {
     Body(types::Error),
     Model(model::Error),
 }
 
+/// Services modeled from a body, and the apps left out (live mode).
+type Modeled = (Vec<model::Service>, Vec<LeftOut>);
+
 /// Parses the body on a second thread and models each app as it arrives: the two steps
 /// overlap, and the parsed apps are dropped one by one instead of all being held at once.
-/// A malformed body wins over an invalid label (it is found only once parsing ends).
-fn parse_and_model(
-    body: &[u8],
-    config: &Config,
-    memory: &mut Memory,
-) -> Result<Vec<model::Service>, Parsed> {
+/// A malformed body wins over an invalid app (it is found only once parsing ends). An element
+/// that is not a valid app is left out in live mode, and fails the run otherwise.
+fn parse_and_model(body: &[u8], config: &Config, memory: &mut Memory) -> Result<Modeled, Parsed> {
     /// Apps handed over at once: one wake-up of the modeling thread per batch, not per app.
     const BATCH: usize = 64;
+    type Item<'a> = Result<types::App<'a>, types::AppError>;
     std::thread::scope(|scope| {
-        let (batches, parsed_batches) = std::sync::mpsc::sync_channel::<Vec<types::App>>(8);
+        let (batches, parsed_batches) = std::sync::mpsc::sync_channel::<Vec<Item>>(8);
         let parser = scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             // A failed send means the receiver panicked, which the join below reports.
@@ -131,27 +142,54 @@ fn parse_and_model(
             let _ = batches.send(batch);
             parsed
         });
+        let leave_out = config.model.leave_out_invalid;
         let mut builder =
             model::Builder::new(&config.model, &mut memory.resolver, &mut memory.health);
-        for app in parsed_batches.into_iter().flatten() {
-            builder.push(app);
+        let mut first_bad: Option<types::AppError> = None;
+        for item in parsed_batches.into_iter().flatten() {
+            match item {
+                Ok(app) => builder.push(app),
+                Err(e) if leave_out => builder.leave_out(undecodable(&e)),
+                Err(e) => {
+                    first_bad.get_or_insert(e);
+                }
+            }
         }
         let parsed = match parser.join() {
             Ok(parsed) => parsed,
             Err(panic) => std::panic::resume_unwind(panic),
         };
         parsed.map_err(Parsed::Body)?;
-        builder.finish().map_err(Parsed::Model)
+        if let Some(e) = first_bad {
+            return Err(Parsed::Body(types::Error::App(e)));
+        }
+        builder.finish_all().map_err(Parsed::Model)
     })
+}
+
+/// An element of `apps` that is not a valid app, as a report.
+fn undecodable(e: &types::AppError) -> LeftOut {
+    let label = e
+        .field
+        .as_deref()
+        .and_then(|f| f.strip_prefix("labels."))
+        .map(str::to_owned);
+    LeftOut {
+        app_id: e.report_id(),
+        labels: label.into_iter().collect(),
+        reason: e.to_string(),
+    }
 }
 
 /// A rendered config with the services it came from (isolation re-renders subsets of them).
 #[derive(Debug)]
 pub struct Built {
-    /// The load-balanced services, sorted.
-    pub services: Vec<model::Service>,
+    /// The load-balanced services, sorted (shared with the pass memory in live mode).
+    pub services: Arc<Vec<model::Service>>,
     /// Their config and maps.
     pub rendered: Rendered,
+    /// Apps (or service ports) left out for invalid input (live mode only; one-shot fails).
+    pub left_out: Vec<LeftOut>,
 }
 
 /// Parses, models and renders an apps body, keeping the services.
@@ -167,17 +205,26 @@ pub fn build_body(
 ) -> Result<Built, Error> {
     let started = std::time::Instant::now();
     let apps_bytes = body.as_ref().len();
-    let services = parse_and_model(body.as_ref(), config, memory).map_err(|e| match e {
-        Parsed::Body(source) => Error::Parse {
-            origin: origin.to_owned(),
-            source,
-        },
-        Parsed::Model(e) => Error::Model(e),
-    })?;
+    let (mut services, mut left_out) =
+        parse_and_model(body.as_ref(), config, memory).map_err(|e| match e {
+            Parsed::Body(source) => Error::Parse {
+                origin: origin.to_owned(),
+                source,
+            },
+            Parsed::Model(e) => Error::Model(e),
+        })?;
     let modeled = started.elapsed();
     // The services own what they need: free the body (often tens of MB) before rendering.
     drop(body);
-    let rendered = render::render(&services, templates, &config.render)?;
+    let rendered = if config.model.leave_out_invalid {
+        live::keep_and_render(&mut services, &mut left_out, config, templates, memory)?
+    } else {
+        render::render(&services, templates, &config.render)?
+    };
+    let services = Arc::new(services);
+    if config.model.leave_out_invalid {
+        memory.previous = services.clone();
+    }
     tracing::debug!(
         apps_bytes,
         services = services.len(),
@@ -185,7 +232,11 @@ pub fn build_body(
         render_ms = (started.elapsed() - modeled).as_secs_f64() * 1e3,
         "rendered"
     );
-    Ok(Built { services, rendered })
+    Ok(Built {
+        services,
+        rendered,
+        left_out,
+    })
 }
 
 /// A config that passed `haproxy -c` (or whose check was skipped), with what was left out.
@@ -253,7 +304,7 @@ pub fn check(built: Built, config: &Config, templates: &Templates) -> Result<Che
 
 /// Frees services on another thread: for 10,000 apps that is a few milliseconds the write and
 /// reload need not wait for.
-fn drop_in_background(services: Vec<model::Service>) {
+fn drop_in_background(services: Arc<Vec<model::Service>>) {
     // If no thread can be started, the closure (and the services) is dropped right here.
     let _ = std::thread::Builder::new()
         .name("drop-services".into())
@@ -266,6 +317,20 @@ fn drop_in_background(services: Vec<model::Service>) {
 /// # Errors
 /// [`Error::Validate`] (nothing written) or [`Error::Apply`].
 pub fn apply(built: Built, config: &Config, templates: &Templates) -> Result<Outcome, Error> {
+    apply_checked(built, config, templates, &mut None)
+}
+
+/// [`apply`], also setting `rejected` to the apps HAProxy rejected when the config was checked
+/// (left as is when the config was unchanged and not checked).
+///
+/// # Errors
+/// As [`apply`].
+pub fn apply_checked(
+    built: Built,
+    config: &Config,
+    templates: &Templates,
+    rejected: &mut Option<Vec<isolate::RejectedApp>>,
+) -> Result<Outcome, Error> {
     let cli = &config.cli;
     let paths = Paths::new(&cli.haproxy_config);
     if !haproxy::changed(&built.rendered, &paths, cli.haproxy_map) {
@@ -273,6 +338,7 @@ pub fn apply(built: Built, config: &Config, templates: &Templates) -> Result<Out
         return Ok(Outcome::Unchanged);
     }
     let checked = check(built, config, templates)?;
+    *rejected = Some(checked.rejected.clone());
     if !checked.rejected.is_empty()
         && !haproxy::changed(checked.validated.rendered(), &paths, cli.haproxy_map)
     {

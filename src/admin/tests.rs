@@ -169,7 +169,9 @@ async fn invalid_apps_are_listed_and_counted_when_published() {
     let h = start(true).await;
     h.invalid.send_replace(vec![InvalidApp {
         app_id: "/web".into(),
-        error: "label HAPROXY_0_PORT=\"x\" is invalid".into(),
+        labels: vec!["HAPROXY_0_PORT".into()],
+        reason: "label HAPROXY_0_PORT=\"x\" is invalid".into(),
+        since: std::time::SystemTime::UNIX_EPOCH,
     }]);
     let (_, _, body) = h.get("/status").await;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -98,6 +98,14 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The apps body is larger than `--marathon-max-body-bytes`.
+    #[error("the response of {url} is larger than {max_bytes} bytes (--marathon-max-body-bytes)")]
+    TooLarge {
+        /// The request URL.
+        url: String,
+        /// The cap.
+        max_bytes: u64,
+    },
     /// `/v2/events` answered with something other than `text/event-stream`.
     #[error("{url} is not an event stream (content-type {content_type:?})")]
     NotEventStream {
@@ -198,6 +206,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// An event stream with no bytes at all for this long is treated as dead.
     pub stall_timeout: Duration,
+    /// Largest apps body read (`--marathon-max-body-bytes`); a larger one is an error.
+    pub max_body_bytes: u64,
 }
 
 impl ClientConfig {
@@ -214,6 +224,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(120),
+            max_body_bytes: crate::config::DEFAULT_MAX_BODY_BYTES,
         }
     }
 
@@ -245,6 +256,13 @@ impl ClientConfig {
         self
     }
 
+    /// Sets the largest apps body read.
+    #[must_use]
+    pub fn max_body_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_body_bytes = max_bytes;
+        self
+    }
+
     /// Sets the event stream stall timeout.
     #[must_use]
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
@@ -267,6 +285,8 @@ pub struct Client {
     request_timeout: Duration,
     /// See [`ClientConfig::stall_timeout`].
     stall_timeout: Duration,
+    /// See [`ClientConfig::max_body_bytes`].
+    max_body_bytes: u64,
 }
 
 impl fmt::Debug for Client {
@@ -321,6 +341,7 @@ impl Client {
             auth: Authenticator::new(credentials),
             request_timeout: config.request_timeout,
             stall_timeout: config.stall_timeout,
+            max_body_bytes: config.max_body_bytes,
         })
     }
 
@@ -391,10 +412,33 @@ impl Client {
                     .timeout(self.request_timeout)
             })
             .await?;
-        response.bytes().await.map_err(|source| Error::Body {
+        self.capped_body(response, &url).await
+    }
+
+    /// Reads a body of at most `max_body_bytes`: refused up front when `Content-Length` says
+    /// it is larger, and as soon as the bytes read exceed the cap (a chunked body has no length).
+    async fn capped_body(&self, mut response: Response, url: &Url) -> Result<Bytes> {
+        let max_bytes = self.max_body_bytes;
+        let too_large = || Error::TooLarge {
+            url: url.to_string(),
+            max_bytes,
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > max_bytes {
+            return Err(too_large());
+        }
+        let read_failed = |source: reqwest::Error| Error::Body {
             url: url.to_string(),
             source: source.without_url(),
-        })
+        };
+        let mut body = bytes::BytesMut::with_capacity(announced as usize);
+        while let Some(chunk) = response.chunk().await.map_err(read_failed)? {
+            if (body.len() + chunk.len()) as u64 > max_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// One event stream request to one host.

@@ -8,132 +8,16 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A string borrowed from the response body when it has no escapes (most do not), so
 /// parsing 10,000 apps allocates little.
 pub type Str<'a> = Cow<'a, str>;
 
-/// Why an apps body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The body is not the JSON shape of a Marathon apps listing.
-    #[error("malformed Marathon apps JSON: {0}")]
-    Parse(#[from] serde_json::Error),
-}
+mod body;
 
-/// The whole `/v2/apps` response.
-#[derive(Debug, Clone, Default)]
-pub struct AppsBody<'a> {
-    /// Every app Marathon knows, in Marathon's order.
-    pub apps: Vec<App<'a>>,
-}
-
-impl<'a> AppsBody<'a> {
-    /// Parses a `/v2/apps` body.
-    ///
-    /// # Errors
-    /// [`Error::Parse`] when the text is not JSON of the expected shape.
-    pub fn parse(text: &'a [u8]) -> Result<Self, Error> {
-        let mut apps = Vec::new();
-        for_each_app(text, |app| apps.push(app))?;
-        Ok(Self { apps })
-    }
-}
-
-/// Parses a `/v2/apps` body, handing each app to `each` as soon as it is parsed, in
-/// Marathon's order: the caller can model one app while the next one parses, and the
-/// whole list never needs to be in memory at once.
-///
-/// # Errors
-/// [`Error::Parse`] when the text is not JSON of the expected shape (apps before the
-/// error may already have been handed over).
-pub fn for_each_app<'a>(text: &'a [u8], each: impl FnMut(App<'a>)) -> Result<(), Error> {
-    let body = Body { each };
-    // Validating UTF-8 once up front lets serde_json skip validating every string (2x faster).
-    let Ok(text) = std::str::from_utf8(text) else {
-        let mut de = serde_json::Deserializer::from_slice(text);
-        body.deserialize(&mut de)?;
-        return Ok(de.end()?);
-    };
-    let mut de = serde_json::Deserializer::from_str(text);
-    body.deserialize(&mut de)?;
-    Ok(de.end()?)
-}
-
-/// The top-level object: `apps` goes to the callback, anything else is skipped.
-struct Body<F> {
-    each: F,
-}
-
-impl<'de, F: FnMut(App<'de>)> DeserializeSeed<'de> for Body<F> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, F: FnMut(App<'de>)> Visitor<'de> for Body<F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a Marathon apps listing object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = false;
-        while let Some(BodyStr(key)) = map.next_key()? {
-            if key != "apps" {
-                map.next_value::<IgnoredAny>()?;
-            } else if std::mem::replace(&mut seen, true) {
-                return Err(serde::de::Error::duplicate_field("apps"));
-            } else {
-                map.next_value_seed(AppList(&mut self.each))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The `apps` array (or null), element by element.
-struct AppList<'f, F>(&'f mut F);
-
-impl<'de, F: FnMut(App<'de>)> DeserializeSeed<'de> for AppList<'_, F> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de, F: FnMut(App<'de>)> Visitor<'de> for AppList<'_, F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of apps")
-    }
-
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(app) = seq.next_element::<App<'de>>()? {
-            (self.0)(app);
-        }
-        Ok(())
-    }
-}
+pub use body::{for_each_app, AppError, AppsBody, Error};
 
 /// One Marathon app definition with its embedded tasks.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -412,64 +296,6 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nulls_behave_like_absent_keys() {
-        let body = br#"{"apps":[{"id":"/a","labels":{"HAPROXY_GROUP":null,"X":"y"},
-            "tasks":null,"healthChecks":null,"container":null,"unknown":{"deep":1}}]}"#;
-        let apps = AppsBody::parse(body).unwrap().apps;
-        assert_eq!(apps[0].labels.len(), 1);
-        assert!(apps[0].tasks.is_empty());
-        assert!(apps[0].container.is_none());
-    }
-
-    #[test]
-    fn malformed_json_is_an_error() {
-        assert!(AppsBody::parse(b"{\"apps\": [").is_err());
-    }
-
-    #[test]
-    fn strings_without_escapes_are_borrowed_from_the_body() {
-        let body = br#"{"apps":[{"id":"/a","labels":{"K":"v","E":"x\u0041"},
-            "versionInfo":{"lastScalingAt":"2020"},
-            "tasks":[{"id":"t","host":"h","state":"S","ipAddresses":[{"ipAddress":"1.2.3.4"}]}]}]}"#;
-        let apps = AppsBody::parse(body).unwrap().apps;
-        let (app, task) = (&apps[0], &apps[0].tasks[0]);
-        let borrowed = |s: &Str| matches!(s, Cow::Borrowed(_));
-        assert!(borrowed(&app.id));
-        assert!(app.labels.keys().all(borrowed));
-        assert!(borrowed(&app.labels["K"]));
-        assert_eq!(app.labels["E"], "xA");
-        assert!(borrowed(
-            app.version_info
-                .as_ref()
-                .unwrap()
-                .last_scaling_at
-                .as_ref()
-                .unwrap()
-        ));
-        assert!(borrowed(&task.id));
-        assert!([&task.host, &task.state]
-            .iter()
-            .all(|s| s.as_ref().is_some_and(borrowed)));
-        let ip = &task.ip_addresses.as_ref().unwrap()[0].ip_address;
-        assert!(ip.as_ref().is_some_and(borrowed));
-    }
-
-    #[test]
-    fn apps_are_handed_over_in_order_and_other_keys_ignored() {
-        let body = br#"{"extra":{"apps":1},"apps":[{"id":"/a"},{"id":"/b"}],"more":[1]}"#;
-        let mut ids = Vec::new();
-        for_each_app(body, |app| ids.push(app.id.to_string())).unwrap();
-        assert_eq!(ids, ["/a", "/b"]);
-        assert!(AppsBody::parse(br#"{"apps":null}"#)
-            .unwrap()
-            .apps
-            .is_empty());
-        assert!(AppsBody::parse(br#"{}"#).unwrap().apps.is_empty());
-        assert!(AppsBody::parse(br#"{"apps":[]} x"#).is_err());
-        assert!(AppsBody::parse(br#"[]"#).is_err());
-    }
-}
+mod proptests;
+#[cfg(test)]
+mod tests;

@@ -45,8 +45,8 @@ pub fn merge(apps: Vec<App<'_>>) -> Result<Vec<Prepared<'_>>, Error> {
 pub struct Groups<'a> {
     /// Group id -> its merged app so far, in order of first appearance.
     merged: Vec<(String, Prepared<'a>)>,
-    /// The first merge that failed; later grouped apps are dropped.
-    error: Option<Error>,
+    /// The merges that failed, in order; later apps of a failed group are dropped.
+    failed: Vec<(String, Error)>,
 }
 
 impl<'a> Groups<'a> {
@@ -55,21 +55,25 @@ impl<'a> Groups<'a> {
         let Some(group) = app.labels.get("HAPROXY_DEPLOYMENT_GROUP") else {
             return Some(app);
         };
-        if self.error.is_some() {
-            return None;
-        }
         let id: String = if group.starts_with('/') {
             group.to_string()
         } else {
             format!("/{group}")
         };
+        if self.failed.iter().any(|(g, _)| *g == id) {
+            return None;
+        }
         app.id = id.clone().into();
-        match self.merged.iter_mut().find(|(g, _)| *g == id) {
-            Some((_, prev)) => {
+        match self.merged.iter().position(|(g, _)| *g == id) {
+            Some(at) => {
+                let prev = &mut self.merged[at].1;
                 let previous = std::mem::replace(prev, Prepared::new(App::default()));
                 match merge_pair(previous, app) {
                     Ok(both) => *prev = both,
-                    Err(e) => self.error = Some(e),
+                    Err(e) => {
+                        self.merged.remove(at);
+                        self.failed.push((id, e));
+                    }
                 }
             }
             None => self.merged.push((id, Prepared::new(app))),
@@ -82,10 +86,17 @@ impl<'a> Groups<'a> {
     /// # Errors
     /// The first failed merge.
     pub fn finish(self) -> Result<Vec<Prepared<'a>>, Error> {
-        match self.error {
-            Some(e) => Err(e),
+        match self.failed.into_iter().next() {
+            Some((_, e)) => Err(e),
             None => Ok(self.merged.into_iter().map(|(_, p)| p).collect()),
         }
+    }
+
+    /// The merged apps of the groups that merged, and the errors of those that did not
+    /// (live mode leaves those groups out).
+    pub fn finish_each(self) -> (Vec<Prepared<'a>>, Vec<Error>) {
+        let merged = self.merged.into_iter().map(|(_, p)| p).collect();
+        (merged, self.failed.into_iter().map(|(_, e)| e).collect())
     }
 }
 

@@ -6,6 +6,7 @@
 //! `(app id, service port)` as the config lists them.
 
 pub mod deployment;
+pub mod invalid;
 pub mod labels;
 pub mod network;
 
@@ -30,6 +31,12 @@ pub enum Error {
         /// What the label must hold.
         expected: &'static str,
     },
+    /// An app id with a line break or another control character (it names sections).
+    #[error("app {}: the app id has a line break or another control character", .app_id.escape_debug())]
+    InvalidAppId {
+        /// The app id, as given.
+        app_id: String,
+    },
     /// A deployment group whose two apps cannot be merged.
     #[error("deployment group {group}: {reason}")]
     Deployment {
@@ -51,6 +58,10 @@ pub struct Options {
     pub ip_per_task_ports: Option<(i64, i64)>,
     /// `$FRAMEWORK_NAME`: marathon-lb's own app, never load balanced.
     pub framework_name: Option<String>,
+    /// Live mode: an app with an invalid label (or deployment group) is left out and reported
+    /// ([`invalid::LeftOut`]) while every other app is modeled. Off (one-shot), the first
+    /// invalid app fails the run, as the original does.
+    pub leave_out_invalid: bool,
 }
 
 /// `HAPROXY_{n}_AUTH` basic auth.
@@ -232,6 +243,8 @@ pub struct Builder<'r, 'a> {
     services: Vec<Service>,
     /// The first invalid label; apps after it are not modeled (the run fails anyway).
     label_error: Option<Error>,
+    /// Apps left out (only with [`Options::leave_out_invalid`]).
+    left_out: Vec<invalid::LeftOut>,
 }
 
 impl<'r, 'a> Builder<'r, 'a> {
@@ -249,6 +262,7 @@ impl<'r, 'a> Builder<'r, 'a> {
             groups: deployment::Groups::default(),
             services: Vec::new(),
             label_error: None,
+            left_out: Vec::new(),
         }
     }
 
@@ -260,19 +274,41 @@ impl<'r, 'a> Builder<'r, 'a> {
         }
     }
 
+    /// Records an app that was left out before it reached the builder (an element of the
+    /// apps list that could not be decoded, in live mode).
+    pub fn leave_out(&mut self, left_out: invalid::LeftOut) {
+        self.left_out.push(left_out);
+    }
+
     /// Models the deployment groups and returns every service, sorted.
     ///
     /// # Errors
     /// A failed deployment group merge first, else the first invalid label.
-    pub fn finish(mut self) -> Result<Vec<Service>, Error> {
-        for prepared in std::mem::take(&mut self.groups).finish()? {
+    pub fn finish(self) -> Result<Vec<Service>, Error> {
+        self.finish_all().map(|(services, _)| services)
+    }
+
+    /// [`Builder::finish`], also returning the apps left out (live mode).
+    ///
+    /// # Errors
+    /// As [`Builder::finish`]; never with [`Options::leave_out_invalid`].
+    pub fn finish_all(mut self) -> Result<(Vec<Service>, Vec<invalid::LeftOut>), Error> {
+        let groups = std::mem::take(&mut self.groups);
+        let prepared = if self.options.leave_out_invalid {
+            let (prepared, failed) = groups.finish_each();
+            self.left_out.extend(failed.iter().map(Error::left_out));
+            prepared
+        } else {
+            groups.finish()?
+        };
+        for prepared in prepared {
             self.model(&prepared);
         }
         if let Some(e) = self.label_error {
             return Err(e);
         }
         // Stable: equal keys keep Marathon's order, as the original's sort does.
-        Ok(sorted_by_app_and_port(self.services))
+        Ok((sorted_by_app_and_port(self.services), self.left_out))
     }
 
     fn model(&mut self, prepared: &deployment::Prepared) {
@@ -294,6 +330,7 @@ impl<'r, 'a> Builder<'r, 'a> {
             self.health,
         ) {
             Ok(services) => self.services.extend(services),
+            Err(e) if self.options.leave_out_invalid => self.left_out.push(e.left_out()),
             Err(e) => self.label_error = Some(e),
         }
     }
@@ -335,6 +372,7 @@ fn app_services(
     resolver: &mut Resolver,
     health: &mut HealthMemory,
 ) -> Result<Vec<Service>, Error> {
+    invalid::check_app(app, options.leave_out_invalid)?;
     let mode = Mode::of(app);
     let app_groups: Vec<String> = app
         .labels
@@ -385,6 +423,9 @@ fn app_services(
     let checks_matter = options.health_check && !app.health_checks.is_empty();
     for (task, &drain) in app.tasks.iter().zip(draining) {
         if !routable(task) || (checks_matter && !health.is_alive(task)) {
+            continue;
+        }
+        if !invalid::task_fields_ok(app, task) {
             continue;
         }
         let Some(ip) = network::task_ip(task, mode, resolver) else {
@@ -494,5 +535,7 @@ pub fn app_count(services: &[Service]) -> usize {
         .len()
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

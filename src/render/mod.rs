@@ -52,6 +52,27 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The app whose label or definition caused this error; `None` for a global problem.
+    pub fn app_id(&self) -> Option<&str> {
+        match self {
+            Error::Template { app_id, .. } => app_id.as_deref(),
+            Error::OutdatedHead => None,
+            Error::HealthCheckPortIndex { app_id, .. } | Error::HealthCheckField { app_id, .. } => {
+                Some(app_id)
+            }
+        }
+    }
+
+    /// The app label behind this error, when one is known.
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            Error::Template { label, .. } => label.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// Below this many services per thread, rendering in parallel costs more than it saves.
 const PARALLEL_CHUNK: usize = 2000;
 

@@ -128,6 +128,17 @@ mod tests {
         }
     }
 
+    /// Found by the `int_parses_like_python` property: Python reads both ends of `i64`, and
+    /// strips the ASCII separators `\x1c`-`\x1f` as whitespace (`str.isspace`).
+    #[test]
+    fn ints_at_the_edges_parse_like_python() {
+        assert_eq!(parse_int("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int("9223372036854775808"), None);
+        assert_eq!(parse_int("\x1c42\x1f"), Some(42));
+        assert_eq!(parse_int("\u{85}7\u{3000}"), Some(7));
+    }
+
     #[test]
     fn booleans_follow_the_original_word_list() {
         for t in ["true", "TRUE", "t", "Yes", "y"] {

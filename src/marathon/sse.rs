@@ -368,4 +368,15 @@ mod tests {
         );
         assert_eq!(ev("message", "{}", None).marathon_event_type(), None);
     }
+
+    /// Found by the `event_type_of_any_json` property: a JSON array is not an envelope.
+    #[test]
+    fn a_json_array_has_no_event_type() {
+        assert_eq!(marathon_event_type(r#"[""]"#), None);
+        assert_eq!(marathon_event_type(r#" ["status_update_event", 1]"#), None);
+        assert_eq!(
+            ev("api_post_event", r#"["x"]"#, None).marathon_event_type(),
+            Some("api_post_event".into())
+        );
+    }
 }

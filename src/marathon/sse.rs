@@ -56,7 +56,13 @@ pub fn marathon_event_type(data: &str) -> Option<String> {
         #[serde(rename = "eventType")]
         event_type: String,
     }
-    serde_json::from_str::<Envelope>(data)
+    // A derived struct also reads from a JSON array (`["status_update_event"]`): only an
+    // object is an envelope. These are the four whitespace bytes JSON allows.
+    let text = data.trim_start_matches([' ', '\t', '\n', '\r']);
+    if !text.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<Envelope>(text)
         .ok()
         .map(|e| e.event_type)
 }

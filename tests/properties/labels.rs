@@ -50,11 +50,12 @@ fn value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Python's `int(str)` for base 10 on ASCII digits, from its documented grammar: optional
-/// whitespace, an optional sign, digits with single underscores between them, optional
+/// Python's `int(str)` for base 10 on ASCII digits, from its grammar: optional whitespace, an optional sign, digits with single underscores between them, optional
 /// whitespace; `None` outside `i64`.
 fn python_int(text: &str) -> Option<i64> {
-    let t = text.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c));
+    // Unicode spaces (U+0085, U+3000, ...) but not the ASCII separators `\x1c`-`\x1f`, which
+    // `str.isspace` counts and `int` does not strip (checked in `python::int_agrees_with_python`).
+    let t = text.trim();
     let (sign, digits) = match t.strip_prefix('-') {
         Some(rest) => (-1i128, rest),
         None => (1, t.strip_prefix('+').unwrap_or(t)),
@@ -225,7 +226,7 @@ fn server_ids_are_distinct(names: Vec<String>) -> Result<(), TestCaseError> {
 
 property!(
     server_ids_are_distinct,
-    proptest::collection::vec("[0-9_]{1,16}", 0..64)
+    proptest::collection::vec("[0-9_]{1,16}", 0..32)
 );
 
 /// `repr(float)` reads back as the same float (shortest round trip), for every bit pattern.

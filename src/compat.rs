@@ -180,6 +180,26 @@ mod tests {
         assert_ne!(zero, 0);
     }
 
+    /// Found by the fuzz run: an app with 32,766 or more tasks on one port hung the pass, as
+    /// every id in 1..=32766 was taken and the rehashing never ended.
+    #[test]
+    fn server_ids_end_when_every_small_id_is_taken() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut taken = std::collections::HashSet::new();
+            let ids: Vec<u32> = (0..33_000)
+                .map(|i| server_id(&format!("10_0_{}_{}_{}", i / 250, i % 250, i), &mut taken))
+                .collect();
+            let _ = tx.send((ids, taken.len()));
+        });
+        let (ids, distinct) = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("33,000 server ids within 30 s");
+        assert_eq!(distinct, 33_000);
+        assert!(ids.iter().all(|&id| id > 0));
+        assert_eq!(ids.iter().filter(|&&id| id > 32_766).count(), 33_000 - 32_766);
+    }
+
     #[test]
     fn names_are_cleaned() {
         assert_eq!(clean_name("/my.app_x-1"), "_my_app_x-1");

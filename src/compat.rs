@@ -105,13 +105,24 @@ pub fn float_str(f: f64) -> String {
     }
 }
 
+/// Largest id the original's hash gives (sha256 modulo 32767, 0 excluded).
+const HASHED_IDS: u32 = 32_766;
+
+/// Rehashes tried before probing for a free id. The original rehashes forever, which never ends
+/// once a backend has 32,766 servers (and nearly never just before): within this bound the ids
+/// are the original's, past it a free id is probed for, so every backend gets distinct ids.
+const MAX_REHASHES: usize = 64;
+
 /// A stable HAProxy server id in 1..=32766 from a server name, unique within `taken`
-/// (sha256 modulo 32767; on 0 or a collision retry with `"<name> <hexdigest>"`).
+/// (sha256 modulo 32767; on 0 or a collision retry with `"<name> <hexdigest>"`). After
+/// [`MAX_REHASHES`] collisions: the next free id probing up from the last hash, wrapping
+/// within 1..=32766, and above 32766 only when those are all taken.
 pub fn server_id(name: &str, taken: &mut std::collections::HashSet<u32>) -> u32 {
     let mut name = name.to_owned();
-    loop {
+    let mut id = 0;
+    for _ in 0..=MAX_REHASHES {
         let digest = Sha256::digest(name.as_bytes());
-        let id = digest
+        id = digest
             .iter()
             .fold(0u32, |acc, b| (acc * 256 + u32::from(*b)) % 32767);
         if id > 0 && taken.insert(id) {
@@ -119,6 +130,19 @@ pub fn server_id(name: &str, taken: &mut std::collections::HashSet<u32>) -> u32 
         }
         name = format!("{name} {}", hex::encode(digest));
     }
+    let small = (0..HASHED_IDS)
+        .map(|k| (id.max(1) - 1 + k) % HASHED_IDS + 1)
+        .find(|id| !taken.contains(id));
+    // Above 32766 ids are handed out in order, so the count of those taken is the first guess.
+    let above = HASHED_IDS + 1 + (taken.len() as u32).saturating_sub(HASHED_IDS);
+    let free = small.unwrap_or_else(|| {
+        (above..u32::MAX)
+            .chain(HASHED_IDS + 1..above)
+            .find(|id| !taken.contains(id))
+            .unwrap_or(u32::MAX)
+    });
+    taken.insert(free);
+    free
 }
 
 #[cfg(test)]
@@ -197,7 +221,10 @@ mod tests {
             .expect("33,000 server ids within 30 s");
         assert_eq!(distinct, 33_000);
         assert!(ids.iter().all(|&id| id > 0));
-        assert_eq!(ids.iter().filter(|&&id| id > 32_766).count(), 33_000 - 32_766);
+        assert_eq!(
+            ids.iter().filter(|&&id| id > 32_766).count(),
+            33_000 - 32_766
+        );
     }
 
     #[test]

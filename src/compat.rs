@@ -193,6 +193,15 @@ mod tests {
         assert_eq!(float_str(-2.0), "-2.0");
     }
 
+    /// Found by `large_float_agrees_with_python`: this float is exactly halfway between two
+    /// 17-digit decimals that both read back as it; Python's repr takes the even one.
+    #[test]
+    fn floats_halfway_between_two_shortest_forms_take_the_even_one() {
+        let f = f64::from_bits(0xc310_3e8a_064d_26a1);
+        assert_eq!(float_str(f), "-1143090539874728.2");
+        assert_eq!(float_str(-f), "1143090539874728.2");
+    }
+
     #[test]
     fn server_ids_rehash_on_zero_and_collision() {
         // Known from the original: these two names collide on 3580, and this one hashes to 0.

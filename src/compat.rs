@@ -80,6 +80,7 @@ pub fn float_str(f: f64) -> String {
     let exp: i32 = exp.parse().unwrap_or(0);
     let negative = mantissa.starts_with('-');
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = tie_to_even(f.abs(), digits, exp);
     let sign = if negative { "-" } else { "" };
     if !(-4..16).contains(&exp) {
         let (first, rest) = digits.split_at(1);
@@ -102,6 +103,38 @@ pub fn float_str(f: f64) -> String {
     } else {
         let (int, frac) = digits.split_at(point as usize);
         format!("{sign}{int}.{frac}")
+    }
+}
+
+/// The shortest round-trip `digits` (exponent `exp`) of `f >= 0`, with Python's choice when
+/// `f` is exactly halfway between two shortest candidates: the one whose last digit is even
+/// (Rust's formatter takes the upper one). Such ties need 16 or 17 digits.
+fn tie_to_even(f: f64, digits: String, exp: i32) -> String {
+    let n = digits.len();
+    if n < 15 {
+        return digits;
+    }
+    // 800 digits hold any double's exact decimal expansion.
+    let exact = format!("{f:.800e}");
+    let (mantissa, exact_exp) = exact.split_once('e').unwrap_or((&exact, "0"));
+    let exact_digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if exact_exp.parse::<i32>().ok() != Some(exp) || exact_digits.len() <= n {
+        return digits;
+    }
+    let (lower, tail) = exact_digits.split_at(n);
+    let halfway = tail.starts_with('5') && tail[1..].bytes().all(|b| b == b'0');
+    let lower_is_even = lower.bytes().last().is_some_and(|b| (b - b'0') % 2 == 0);
+    if !halfway || !lower_is_even || lower == digits {
+        return digits;
+    }
+    let reads_back = format!("{lower}e{}", exp - (n as i32 - 1))
+        .parse::<f64>()
+        .ok()
+        == Some(f);
+    if reads_back {
+        lower.to_owned()
+    } else {
+        digits
     }
 }
 

@@ -56,7 +56,13 @@ pub fn marathon_event_type(data: &str) -> Option<String> {
         #[serde(rename = "eventType")]
         event_type: String,
     }
-    serde_json::from_str::<Envelope>(data)
+    // A derived struct also reads from a JSON array (`["status_update_event"]`): only an
+    // object is an envelope. These are the four whitespace bytes JSON allows.
+    let text = data.trim_start_matches([' ', '\t', '\n', '\r']);
+    if !text.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<Envelope>(text)
         .ok()
         .map(|e| e.event_type)
 }
@@ -367,5 +373,16 @@ mod tests {
             Some("event_stream_attached".into())
         );
         assert_eq!(ev("message", "{}", None).marathon_event_type(), None);
+    }
+
+    /// Found by the `event_type_of_any_json` property: a JSON array is not an envelope.
+    #[test]
+    fn a_json_array_has_no_event_type() {
+        assert_eq!(marathon_event_type(r#"[""]"#), None);
+        assert_eq!(marathon_event_type(r#" ["status_update_event", 1]"#), None);
+        assert_eq!(
+            ev("api_post_event", r#"["x"]"#, None).marathon_event_type(),
+            Some("api_post_event".into())
+        );
     }
 }

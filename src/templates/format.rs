@@ -14,9 +14,15 @@ pub enum FormatError {
     /// `{name}` where `name` is not one of the values this template receives.
     UnknownPlaceholder(String),
     /// A `}` that is neither doubled nor closing a placeholder.
-    SingleClosingBrace,
+    SingleClosingBrace {
+        /// Its byte offset in the template, so a long template label can be fixed.
+        at: usize,
+    },
     /// A `{` that is never closed.
-    UnclosedPlaceholder,
+    UnclosedPlaceholder {
+        /// Its byte offset in the template.
+        at: usize,
+    },
     /// A placeholder form the templates do not support (positional, `.attr`, `[i]`, `:spec`).
     Unsupported(String),
 }
@@ -25,8 +31,12 @@ impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownPlaceholder(name) => write!(f, "unknown placeholder {{{name}}}"),
-            Self::SingleClosingBrace => f.write_str("single '}' encountered in template"),
-            Self::UnclosedPlaceholder => f.write_str("'{' without a closing '}' in template"),
+            Self::SingleClosingBrace { at } => {
+                write!(f, "single '}}' encountered in template at byte {at}")
+            }
+            Self::UnclosedPlaceholder { at } => {
+                write!(f, "'{{' without a closing '}}' in template at byte {at}")
+            }
             Self::Unsupported(field) => write!(f, "unsupported placeholder {{{field}}}"),
         }
     }
@@ -48,11 +58,12 @@ pub fn format_into(
     while let Some(pos) = rest.find(['{', '}']) {
         out.push_str(&rest[..pos]);
         let brace = rest.as_bytes()[pos];
+        let at = template.len() - rest.len() + pos;
         let after = &rest[pos + 1..];
         if brace == b'}' {
             rest = after
                 .strip_prefix('}')
-                .ok_or(FormatError::SingleClosingBrace)?;
+                .ok_or(FormatError::SingleClosingBrace { at })?;
             out.push('}');
             continue;
         }
@@ -61,7 +72,7 @@ pub fn format_into(
             rest = escaped;
             continue;
         }
-        let end = closing_brace(after).ok_or(FormatError::UnclosedPlaceholder)?;
+        let end = closing_brace(after).ok_or(FormatError::UnclosedPlaceholder { at })?;
         let field = &after[..end];
         out.push_str(lookup(field, args)?);
         rest = &after[end + 1..];
@@ -134,10 +145,13 @@ mod tests {
             format("{nope}", &[]),
             Err(FormatError::UnknownPlaceholder("nope".into()))
         );
-        assert_eq!(format("a } b", &[]), Err(FormatError::SingleClosingBrace));
+        assert_eq!(
+            format("a } b", &[]),
+            Err(FormatError::SingleClosingBrace { at: 2 })
+        );
         assert_eq!(
             format("a {b", &[("b", "")]),
-            Err(FormatError::UnclosedPlaceholder)
+            Err(FormatError::UnclosedPlaceholder { at: 2 })
         );
         assert!(matches!(
             format("{}", &[]),
@@ -223,7 +237,7 @@ fn parse(text: &str) -> Result<Vec<Piece>, FormatError> {
         match bytes[i] {
             b'}' => {
                 if bytes.get(i + 1) != Some(&b'}') {
-                    return Err(FormatError::SingleClosingBrace);
+                    return Err(FormatError::SingleClosingBrace { at: i });
                 }
                 pieces.push(Piece::Literal(literal_start, i));
                 pieces.push(Piece::Brace('}'));
@@ -238,7 +252,8 @@ fn parse(text: &str) -> Result<Vec<Piece>, FormatError> {
             }
             b'{' => {
                 pieces.push(Piece::Literal(literal_start, i));
-                let end = closing_brace(&text[i + 1..]).ok_or(FormatError::UnclosedPlaceholder)?;
+                let end = closing_brace(&text[i + 1..])
+                    .ok_or(FormatError::UnclosedPlaceholder { at: i })?;
                 let name = field_name(&text[i + 1..i + 1 + end])?;
                 pieces.push(Piece::Field(i + 1, i + 1 + name.len()));
                 i += end + 2;

@@ -114,20 +114,17 @@ fn tie_to_even(f: f64, digits: String, exp: i32) -> String {
     if n < 15 {
         return digits;
     }
-    // 800 digits hold any double's exact decimal expansion.
-    let exact = format!("{f:.800e}");
-    let (mantissa, exact_exp) = exact.split_once('e').unwrap_or((&exact, "0"));
-    let exact_digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    if exact_exp.parse::<i32>().ok() != Some(exp) || exact_digits.len() <= n {
+    // A tie shows as `5` then zeros after the n-th digit. 20 more digits rule out nearly every
+    // float cheaply; 800 digits (any double's exact expansion) confirm the rest.
+    let Some(lower) = halfway_below(f, n, exp, n + 20).and_then(|_| halfway_below(f, n, exp, 800))
+    else {
         return digits;
-    }
-    let (lower, tail) = exact_digits.split_at(n);
-    let halfway = tail.starts_with('5') && tail[1..].bytes().all(|b| b == b'0');
+    };
     let lower_is_even = lower
         .bytes()
         .last()
         .is_some_and(|b| (b - b'0').is_multiple_of(2));
-    if !halfway || !lower_is_even || lower == digits {
+    if !lower_is_even || lower == digits {
         return digits;
     }
     let reads_back = format!("{lower}e{}", exp - (n as i32 - 1))
@@ -135,10 +132,24 @@ fn tie_to_even(f: f64, digits: String, exp: i32) -> String {
         .ok()
         == Some(f);
     if reads_back {
-        lower.to_owned()
+        lower
     } else {
         digits
     }
+}
+
+/// The first `n` digits of `f`'s decimal expansion (exponent `exp`) if the digits after them,
+/// of `precision` in all, are `5` then zeros: `f` may be halfway between two `n`-digit numbers.
+fn halfway_below(f: f64, n: usize, exp: i32, precision: usize) -> Option<String> {
+    let text = format!("{f:.precision$e}");
+    let (mantissa, text_exp) = text.split_once('e')?;
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if text_exp.parse::<i32>().ok() != Some(exp) || digits.len() <= n {
+        return None;
+    }
+    let (lower, tail) = digits.split_at(n);
+    let halfway = tail.starts_with('5') && tail[1..].bytes().all(|b| b == b'0');
+    halfway.then(|| lower.to_owned())
 }
 
 /// Largest id the original's hash gives (sha256 modulo 32767, 0 excluded).

@@ -145,7 +145,10 @@ async fn a_change_made_while_the_stream_is_cut_is_picked_up_on_reconnect() {
     while fake.events_requests() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(fake.events_requests() >= 2, "the event stream did not reconnect");
+    assert!(
+        fake.events_requests() >= 2,
+        "the event stream did not reconnect"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use procs::{
     descendants, free_ports, haproxy_control, kubeconfig, kubectl, kubectl_stream, tools_available,
-    wait_until, Control, HaproxyGuard, KilledTree, Out, CONTROL,
+    wait_until, HaproxyGuard, KilledTree, Out, CONTROL,
 };
 use wire::{echo, expect_event, stats_csv, upgraded_connection};
 
@@ -314,10 +314,8 @@ async fn kubectl_through_marathon_lb_survives_changes_and_idle() {
     let api = FakeKubeApiServer::start().await.unwrap();
     let ports = free_ports(7);
     let work = Workdir::new(ports[4], ports[5]);
-    // Managed mode generates the missing frontend certificate; a reload command doesn't.
-    if CONTROL == Control::Command {
-        work.write_cert();
-    }
+    // A label's certificate is generated only inside --generate-certs-dir: bring one.
+    work.write_cert();
     let scenario = Scenario {
         api: api.addr().to_string(),
         front: ports[0],
@@ -375,14 +373,6 @@ async fn kubectl_through_marathon_lb_survives_changes_and_idle() {
     marathon.wait_for_subscribers(1).await;
     let frontend_cert = work.read("cert.pem");
     assert!(frontend_cert.contains("BEGIN CERTIFICATE"), "{}", context());
-    if CONTROL == Control::Managed {
-        assert!(
-            work.read("marathon-lb.log")
-                .contains("generated a self-signed one"),
-            "{}",
-            context()
-        );
-    }
 
     // One-shot requests: kubectl -> HAProxy (TLS, http mode) -> stand-in (TLS, no verify).
     let kubeconfig = kubeconfig(work.dir.path(), scenario.front);

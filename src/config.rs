@@ -116,7 +116,7 @@ pub struct Cli {
     /// Comma-separated certificates for marathon_https_in.
     #[arg(long, default_value = "/etc/ssl/cert.pem")]
     pub ssl_certs: String,
-    /// Managed mode: a missing certificate that an app's HAPROXY_{n}_SSL_CERT names inside DIR
+    /// Managed mode: a missing certificate that an app's HAPROXY_<n>_SSL_CERT names inside DIR
     /// (which must exist) gets a self-signed stand-in. Off by default: only the --ssl-certs
     /// paths are generated; an app naming a missing certificate elsewhere is left out.
     #[arg(long, value_name = "DIR")]

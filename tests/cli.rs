@@ -367,6 +367,26 @@ fn help_names_the_enabled_label() {
 }
 
 #[test]
+fn log_lines_to_a_pipe_have_no_terminal_colours() {
+    let dir = Dir::new();
+    dir.write("apps.json", ONE_APP);
+    let out = dir.run_apps(&[
+        "--group",
+        "external",
+        "--skip-validation",
+        "--command",
+        "true",
+    ]);
+    assert_status(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("wrote new config"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escapes in logs on a pipe:\n{err}"
+    );
+}
+
+#[test]
 fn an_error_is_printed_once_without_terminal_colours() {
     let dir = Dir::new();
     dir.write("apps.json", "not json");

@@ -179,6 +179,7 @@ pub fn harden(command: &mut Command, own_group: bool) {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the child between fork and exec and only makes two raw
     // system calls (prctl, getppid): async-signal-safe, no allocation, no locks.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || die_with(parent));
     }

@@ -149,6 +149,7 @@ async fn spawn_master(config: &SupervisorConfig) -> Result<Child> {
     // SAFETY: runs in the child between fork and exec: two raw system calls (prctl,
     // getppid), async-signal-safe, no allocation. SIGKILL on our death: the workers exit
     // when their master dies (checked on HAProxy 2.6), so nothing keeps the ports.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || exec::die_with(parent));
     }

@@ -36,6 +36,9 @@
 //!   stream, upgraded echo) for the `kubeapi-proxy` end-to-end test.
 //! - [`longhelp`]: `--longhelp`, every label and template.
 
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod compat;
 pub mod config;

@@ -1,5 +1,7 @@
 //! The `marathon-lb` binary: parse flags, then run one pass, or keep the config current.
 
+#![deny(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -390,6 +392,7 @@ mod allocator {
 
     pub fn tune() {
         // SAFETY: a plain setter of mimalloc's global options; a valid option id (see the test).
+        #[allow(unsafe_code)]
         unsafe {
             libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
         }
@@ -400,6 +403,7 @@ mod allocator {
         #[test]
         fn option_ids_match_the_linked_mimalloc() {
             // SAFETY: read-only queries of global options.
+            #[allow(unsafe_code)]
             let (eager, purge) = unsafe {
                 (
                     libmimalloc_sys::mi_option_get(super::ARENA_EAGER_COMMIT),

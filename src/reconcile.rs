@@ -27,6 +27,8 @@ use crate::templates::Templates;
 use retry::retryable;
 
 mod retry;
+#[cfg(test)]
+mod testing;
 
 mod report;
 
@@ -497,71 +499,30 @@ pub async fn poll(every: Duration, triggers: mpsc::UnboundedSender<Trigger>) {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{start, APPS};
     use super::*;
-    use crate::config::Cli;
-    use clap::Parser;
-
-    fn config(dir: &std::path::Path) -> Arc<Config> {
-        let cfg = dir.join("haproxy.cfg");
-        let cli = Cli::try_parse_from([
-            "marathon-lb",
-            "--group",
-            "*",
-            "--skip-validation",
-            "--haproxy-config",
-            cfg.to_str().unwrap(),
-            "--archive-versions",
-            "0",
-        ])
-        .unwrap();
-        Arc::new(cli.validate(|_| None).unwrap())
-    }
-
-    const APPS: &str = r#"{"apps":[{"id":"/a","portDefinitions":[{"port":10000}],
-        "tasks":[{"id":"a.1","host":"127.0.0.1","ports":[31000]}]}]}"#;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_of_triggers_makes_at_most_two_passes() {
         let dir = tempfile::tempdir().unwrap();
         let apps = dir.path().join("apps.json");
         std::fs::write(&apps, APPS).unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, mut status_rx) = watch::channel(Status::default());
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let timing = Timing {
-            debounce: Duration::from_millis(20),
-            resync_every: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(1),
-        };
-        let handle = tokio::spawn(
-            Reconciler {
-                config: config(dir.path()),
-                templates: Arc::new(Templates::builtin()),
-                source: Source::File(apps),
-                target: Target::Command {
-                    reload_pending: false,
-                },
-                status: status_tx,
-                metrics: Metrics::new(),
-                timing,
-            }
-            .run(rx, stop_rx),
-        );
+        let mut running = start(apps, dir.path(), Duration::from_millis(20));
         for _ in 0..50 {
-            tx.send(Trigger::Resync).unwrap();
+            running.tx.send(Trigger::Resync).unwrap();
         }
-        status_rx
+        running
+            .status
             .wait_for(|s| s.passes >= 1 && s.last_success.is_some())
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let passes = status_rx.borrow().passes;
+        let passes = running.status.borrow().passes;
         assert!((1..=2).contains(&passes), "{passes} passes for one burst");
         assert!(std::fs::read_to_string(dir.path().join("haproxy.cfg"))
             .unwrap()
             .contains("backend a_10000"));
-        drop(tx);
-        handle.await.unwrap();
+        running.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,28 +530,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let apps = dir.path().join("apps.json");
         std::fs::write(&apps, APPS).unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, mut status_rx) = watch::channel(Status::default());
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let timing = Timing {
-            debounce: Duration::ZERO,
-            resync_every: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(1),
-        };
-        let handle = tokio::spawn(
-            Reconciler {
-                config: config(dir.path()),
-                templates: Arc::new(Templates::builtin()),
-                source: Source::File(apps.clone()),
-                target: Target::Command {
-                    reload_pending: false,
-                },
-                status: status_tx,
-                metrics: Metrics::new(),
-                timing,
-            }
-            .run(rx, stop_rx),
-        );
+        let mut running = start(apps.clone(), dir.path(), Duration::ZERO);
+        let (tx, status_rx) = (&running.tx, &mut running.status);
         tx.send(Trigger::Resync).unwrap();
         status_rx.wait_for(|s| s.applies == 1).await.unwrap();
         let good = std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap();
@@ -624,7 +565,6 @@ mod tests {
         assert!(std::fs::read_to_string(dir.path().join("haproxy.cfg"))
             .unwrap()
             .contains(":31001"));
-        drop(tx);
-        handle.await.unwrap();
+        running.stop().await;
     }
 }

@@ -90,6 +90,7 @@ pub fn read_apps_file(path: &Path) -> Result<bytes::Bytes, Error> {
     // SAFETY: the map is only read. A file truncated by another process while mapped would
     // fault; `--apps-file` without `--watch` reads a file that is not being rewritten (the
     // watch mode reads a copy instead).
+    #[allow(unsafe_code)]
     let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(failed)?;
     Ok(bytes::Bytes::from_owner(map))
 }

@@ -176,9 +176,17 @@ pub fn harden(command: &mut Command, own_group: bool) {
     if own_group {
         command.process_group(0);
     }
+    die_with_us(command);
+}
+
+/// Makes the child of `command` get SIGKILL when the thread that forks it exits (see
+/// [`die_with`]). The one place marathon-lb runs code between fork and exec, shared by the
+/// bounded steps and the supervised HAProxy master.
+pub(crate) fn die_with_us(command: &mut Command) {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the child between fork and exec and only makes two raw
     // system calls (prctl, getppid): async-signal-safe, no allocation, no locks.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || die_with(parent));
     }
@@ -186,7 +194,7 @@ pub fn harden(command: &mut Command, own_group: bool) {
 
 /// In a forked child: ask for SIGKILL when the thread that forked us exits, and fail if our
 /// parent is already gone (the signal would never come).
-pub(crate) fn die_with(parent: Pid) -> std::io::Result<()> {
+fn die_with(parent: Pid) -> std::io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
     if rustix::process::getppid() != Some(parent) {
         return Err(std::io::Error::other("parent exited during spawn"));

@@ -17,35 +17,10 @@ pub(super) fn retryable(error: &run::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use clap::Parser;
-    use tokio::sync::{mpsc, watch};
-
-    use crate::config::{Cli, Config};
-    use crate::metrics::Metrics;
-    use crate::reconcile::{Reconciler, Source, Status, Target, Timing, Trigger};
-    use crate::templates::Templates;
-
-    const APPS: &str = r#"{"apps":[{"id":"/a","portDefinitions":[{"port":10000}],
-        "tasks":[{"id":"a.1","host":"127.0.0.1","ports":[31000]}]}]}"#;
-
-    fn config(dir: &std::path::Path) -> Arc<Config> {
-        let cfg = dir.join("haproxy.cfg");
-        let cli = Cli::try_parse_from([
-            "marathon-lb",
-            "--group",
-            "*",
-            "--skip-validation",
-            "--haproxy-config",
-            cfg.to_str().unwrap(),
-            "--archive-versions",
-            "0",
-        ])
-        .unwrap();
-        Arc::new(cli.validate(|_| None).unwrap())
-    }
+    use crate::reconcile::testing::{start, APPS};
+    use crate::reconcile::Trigger;
 
     /// `tokio::time::pause` needs a current-thread runtime, where the pass's `block_in_place`
     /// panics: this runs in real time with the 1 s first backoff.
@@ -57,28 +32,8 @@ mod tests {
         // The config's directory is a file: every write fails (even as root).
         let etc = dir.path().join("etc");
         std::fs::write(&etc, "").unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, mut status_rx) = watch::channel(Status::default());
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let timing = Timing {
-            debounce: Duration::ZERO,
-            resync_every: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(1),
-        };
-        let handle = tokio::spawn(
-            Reconciler {
-                config: config(&etc),
-                templates: Arc::new(Templates::builtin()),
-                source: Source::File(apps),
-                target: Target::Command {
-                    reload_pending: false,
-                },
-                status: status_tx,
-                metrics: Metrics::new(),
-                timing,
-            }
-            .run(rx, stop_rx),
-        );
+        let mut running = start(apps, &etc, Duration::ZERO);
+        let (tx, status_rx) = (&running.tx, &mut running.status);
         tx.send(Trigger::Resync).unwrap();
         status_rx
             .wait_for(|s| {
@@ -107,7 +62,6 @@ mod tests {
             .unwrap()
             .contains("backend a_10000"));
         assert!(status_rx.borrow().passes >= 2);
-        drop(tx);
-        handle.await.unwrap();
+        running.stop().await;
     }
 }

@@ -145,13 +145,9 @@ async fn spawn_master(config: &SupervisorConfig) -> Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let parent = rustix::process::getpid();
-    // SAFETY: runs in the child between fork and exec: two raw system calls (prctl,
-    // getppid), async-signal-safe, no allocation. SIGKILL on our death: the workers exit
-    // when their master dies (checked on HAProxy 2.6), so nothing keeps the ports.
-    unsafe {
-        command.pre_exec(move || exec::die_with(parent));
-    }
+    // SIGKILL on our death: the workers exit when their master dies (checked on HAProxy
+    // 2.6), so nothing keeps the ports.
+    exec::die_with_us(command.as_std_mut());
     let runtime = tokio::runtime::Handle::current();
     // Forked from the spawner thread, which lives as long as we do: the death signal
     // follows the forking thread (see `exec::on_spawner_thread`).

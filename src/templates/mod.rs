@@ -8,6 +8,7 @@
 
 mod defaults;
 pub mod format;
+mod head;
 
 use std::path::Path;
 
@@ -130,9 +131,9 @@ pub fn default_head(options: Option<&str>) -> String {
         .collect();
     lines.sort();
     lines.dedup();
-    let mut head = String::from(defaults::HEAD_BEFORE_OPTIONS);
+    let mut head = String::from(head::HEAD_BEFORE_OPTIONS);
     lines.iter().for_each(|l| head.push_str(l));
-    head.push_str(defaults::HEAD_AFTER_OPTIONS);
+    head.push_str(head::HEAD_AFTER_OPTIONS);
     head
 }
 

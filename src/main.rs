@@ -206,47 +206,14 @@ async fn live(
     let _ = triggers.send(Trigger::Resync);
 
     let mut feeders = tokio::task::JoinSet::new();
-    match &source {
-        Source::Marathon(client) if cli.sse => {
-            let (client, triggers, status) = (client.clone(), triggers.clone(), status_tx.clone());
-            let backoff = Duration::from_secs(cli.max_backoff.max(1));
-            feeders.spawn(forward_events(client, backoff, triggers, status));
-        }
-        Source::File(path) if cli.watch || cli.sse => {
-            feeders.spawn(reconcile::watch_file(
-                path.clone(),
-                Duration::from_millis(250),
-                triggers.clone(),
-            ));
-        }
-        _ => {}
-    }
-    if let Some(secs) = cli.poll_interval {
-        feeders.spawn(reconcile::poll(
-            Duration::from_secs(secs.max(1)),
-            triggers.clone(),
-        ));
-    }
-    feeders.spawn(forward_signals(triggers.clone(), stop_tx));
+    spawn_triggers(cli, &source, &triggers, &status_tx, stop_tx, &mut feeders);
     let admin_triggers = triggers.clone();
     drop(triggers);
 
     let metrics = Metrics::new();
     if let Some(listener) = admin_listener {
-        let mut state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
-        // Every live mode publishes the apps it left out (an empty list included).
-        let (invalid_tx, invalid_rx) = watch::channel(Vec::new());
-        feeders.spawn(mirror_invalid_apps(status_rx.clone(), invalid_tx));
-        state = state.with_invalid_apps(invalid_rx);
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        feeders.spawn(async move {
-            if let Err(e) = admin::serve_on(listener, state, shutdown).await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        let state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
+        spawn_admin(listener, state, status_rx, stop_rx.clone(), &mut feeders);
     }
     let target = if cli.manages_haproxy() {
         Target::Managed(Box::new(managed(cli, admin_addr, metrics.clone())?))
@@ -267,6 +234,57 @@ async fn live(
     reconciler.run(trigger_rx, stop_rx).await;
     feeders.shutdown().await;
     Ok(())
+}
+
+/// The feeders of the trigger channel: Marathon's event stream or the watched apps file, the
+/// poll timer, and the signals (which also own the stop switch).
+fn spawn_triggers(
+    cli: &Cli,
+    source: &Source,
+    triggers: &mpsc::UnboundedSender<Trigger>,
+    status: &watch::Sender<Status>,
+    stop: watch::Sender<bool>,
+    feeders: &mut tokio::task::JoinSet<()>,
+) {
+    match source {
+        Source::Marathon(client) if cli.sse => {
+            let backoff = Duration::from_secs(cli.max_backoff.max(1));
+            let events = forward_events(client.clone(), backoff, triggers.clone(), status.clone());
+            feeders.spawn(events);
+        }
+        Source::File(path) if cli.watch || cli.sse => {
+            let every = Duration::from_millis(250);
+            feeders.spawn(reconcile::watch_file(path.clone(), every, triggers.clone()));
+        }
+        _ => {}
+    }
+    if let Some(secs) = cli.poll_interval {
+        let every = Duration::from_secs(secs.max(1));
+        feeders.spawn(reconcile::poll(every, triggers.clone()));
+    }
+    feeders.spawn(forward_signals(triggers.clone(), stop));
+}
+
+/// Serves the admin endpoints on the listener bound at start, until the stop switch turns.
+fn spawn_admin(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    status: watch::Receiver<Status>,
+    mut stop: watch::Receiver<bool>,
+    feeders: &mut tokio::task::JoinSet<()>,
+) {
+    // Every live mode publishes the apps it left out (an empty list included).
+    let (invalid_tx, invalid_rx) = watch::channel(Vec::new());
+    feeders.spawn(mirror_invalid_apps(status, invalid_tx));
+    let state = state.with_invalid_apps(invalid_rx);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    feeders.spawn(async move {
+        if let Err(e) = admin::serve_on(listener, state, shutdown).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
 }
 
 /// The supervised HAProxy of managed mode (no `--command`).

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use marathon_lb::fake_marathon::{FakeMarathon, Options as FakeOptions};
 use marathon_lb::haproxy::master::{MasterCli, ProcList};
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options as FakeOptions};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! The `kubeapi-proxy` scenario end to end: the app of `examples/kubeapi-proxy.json` in a
 //! fake Marathon, the real `marathon-lb` binary in live mode, real HAProxy, and a real
 //! `kubectl` talking TLS to HAProxy, which talks TLS to the stand-in API server
-//! (`marathon_lb::fake_kube_apiserver`).
+//! (`marathon_lb_testkit::fake_kube_apiserver`).
 //!
 //! Also the real `haproxy -c` on the published labels (its `timeout client ... will be
 //! ignored` warning), on the shipped example (no warning), and on an unresolvable API server
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use marathon_lb::fake_kube_apiserver::{FakeKubeApiServer, SelfSigned};
-use marathon_lb::fake_marathon::{FakeMarathon, Options};
+use marathon_lb_testkit::fake_kube_apiserver::{FakeKubeApiServer, SelfSigned};
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options};
 use serde_json::{json, Value};
 
 use procs::{

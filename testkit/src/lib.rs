@@ -6,6 +6,9 @@
 //! - [`fake_marathon`]: a fake Marathon over real HTTP (REST + SSE + DC/OS login).
 //! - [`fake_kube_apiserver`]: a stand-in Kubernetes API server over TLS (version, watch
 //!   stream, upgraded echo) for the `kubeapi-proxy` end-to-end test.
+//! - [`haproxy`]: the built-in `HAPROXY_HEAD` made usable without root, and the test
+//!   certificate, shared by the product's integration tests and benches.
 
 pub mod fake_kube_apiserver;
 pub mod fake_marathon;
+pub mod haproxy;

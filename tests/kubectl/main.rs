@@ -111,7 +111,7 @@ impl Workdir {
         std::fs::create_dir(&templates).unwrap();
         // `maxconn 50000` makes HAProxy raise its fd limit to 100044, above the hard limit
         // of a test machine; a running (not just checked) HAProxy then refuses to start.
-        let head = common::unprivileged_head(dir.path())
+        let head = common::checkable_head(dir.path())
             .replace("bind 0.0.0.0:9090", &format!("bind 127.0.0.1:{stats_port}"))
             .replace("\n  maxconn 50000\n", "\n  maxconn 4096\n");
         assert!(head.contains(&format!("127.0.0.1:{stats_port}")) && head.contains("maxconn 4096"));

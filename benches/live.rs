@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use marathon_lb::config::Cli;
-use marathon_lb::fake_marathon::{FakeMarathon, Options};
 use marathon_lb::run::{self, Memory};
 use marathon_lb::templates::Templates;
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options};
 
 const APPS: usize = 1000;
 const STEPS: usize = 200;

@@ -31,10 +31,11 @@
 //!   metrics, and the signal endpoints HAProxy's `:9090/_mlb_signal/*` forward to.
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
-//! - [`fake_marathon`]: an in-process fake Marathon (REST + SSE + DC/OS login) for tests.
-//! - [`fake_kube_apiserver`]: a stand-in Kubernetes API server over TLS (version, watch
-//!   stream, upgraded echo) for the `kubeapi-proxy` end-to-end test.
 //! - [`longhelp`]: `--longhelp`, every label and template.
+//!
+//! The test fakes (a fake Marathon, a stand-in Kubernetes API server) and their binaries
+//! live in the `marathon-lb-testkit` workspace member (`testkit/`), a dev-dependency only:
+//! the product carries no fake.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,8 +44,6 @@ pub mod admin;
 pub mod compat;
 pub mod config;
 pub mod deploy;
-pub mod fake_kube_apiserver;
-pub mod fake_marathon;
 pub mod haproxy;
 pub mod longhelp;
 pub mod marathon;

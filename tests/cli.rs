@@ -180,7 +180,7 @@ fn config_rejected_by_haproxy_fails_with_its_alert_and_keeps_the_old_config() {
     let dir = Dir::new();
     dir.write(
         "templates/HAPROXY_HEAD",
-        &common::unprivileged_head(dir.dir.path()),
+        &common::checkable_head(dir.dir.path()),
     );
     let old = b"# the last good config\n\xff binary-safe\n";
     std::fs::write(dir.path("out/haproxy.cfg"), old).unwrap();
@@ -223,7 +223,7 @@ fn valid_config_passes_the_real_haproxy_check_and_is_written() {
     let dir = Dir::new();
     dir.write(
         "templates/HAPROXY_HEAD",
-        &common::unprivileged_head(dir.dir.path()),
+        &common::checkable_head(dir.dir.path()),
     );
     dir.write("apps.json", ONE_APP);
     let cert = common::cert_pem();
@@ -410,7 +410,7 @@ fn a_rejected_app_is_left_out_reported_and_the_rest_applied() {
     let dir = Dir::new();
     dir.write(
         "templates/HAPROXY_HEAD",
-        &common::unprivileged_head(dir.dir.path()),
+        &common::checkable_head(dir.dir.path()),
     );
     let good = ONE_APP
         .replace("]}]}", "]}]")

@@ -402,7 +402,7 @@ fn plain_app(id: &str, port: u16, task_port: u16) -> App {
 /// `/status` and the metric, the others are written; the error is logged once, not per pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_mode_leaves_out_and_reports_an_invalid_app() {
-    let fake = marathon_lb::fake_marathon::FakeMarathon::start(Default::default())
+    let fake = marathon_lb_testkit::fake_marathon::FakeMarathon::start(Default::default())
         .await
         .unwrap();
     let good = plain_app("/good", 10001, 31001);

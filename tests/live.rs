@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use marathon_lb::fake_marathon::{FakeMarathon, Options};
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options};
 
 const KEY: &str = include_str!("fixtures/dcos-test-key.pem");
 const PUBLIC_KEY: &str = include_str!("fixtures/dcos-test-key.pub.pem");

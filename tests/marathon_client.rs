@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use futures::StreamExt;
-use marathon_lb::fake_marathon::{FakeMarathon, Options};
 use marathon_lb::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
 use marathon_lb::marathon::client::{Client, ClientConfig, Error};
 use marathon_lb::marathon::watch::{watch, WatchConfig, WatchEvent};
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options};
 
 const KEY: &str = include_str!("fixtures/dcos-test-key.pem");
 const PUBLIC_KEY: &str = include_str!("fixtures/dcos-test-key.pub.pem");

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use marathon_lb::fake_marathon::{FakeMarathon, Options as FakeOptions};
 use marathon_lb::haproxy::master::{MasterCli, ProcList};
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options as FakeOptions};
+pub use marathon_lb_testkit::haproxy::{cert_pem, runnable_head};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,53 +31,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The repo's `lua/` directory.
-pub fn lua_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("lua")
-}
-
-/// A self-signed certificate + key for `localhost` (for `--ssl-certs`).
-pub fn cert_pem() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/selfsigned.pem")
-}
-
-/// `text` with `from` replaced by `to`; `from` must occur, so a changed head fails loudly.
-fn replace(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "{from:?} is not in:\n{text}");
-    text.replace(from, to)
-}
-
-/// The built-in `HAPROXY_HEAD`, runnable unprivileged from `dir`: the stats socket (at the
-/// default `operator` level, as in the built-in head) and server state in `dir`, the Lua scripts from the repo, the stats
-/// listener on `127.0.0.1:stats_port`, and `extra_defaults` lines appended to `defaults`.
-pub fn unprivileged_head(dir: &Path, stats_port: u16, extra_defaults: &[&str]) -> String {
-    let head = marathon_lb::templates::default_head(None);
-    let head = replace(&head, "/marathon-lb/", &format!("{}/", lua_dir().display()));
-    let head = replace(
-        &head,
-        "stats socket /var/run/haproxy/socket expose-fd listeners",
-        &format!(
-            "stats socket {}/haproxy.sock mode 600 expose-fd listeners",
-            dir.display()
-        ),
-    );
-    let head = replace(
-        &head,
-        "server-state-base /var/state/haproxy/",
-        &format!("server-state-base {}/", dir.display()),
-    );
-    let mut head = replace(
-        &head,
-        "bind 0.0.0.0:9090",
-        &format!("bind 127.0.0.1:{stats_port}"),
-    );
-    if !extra_defaults.is_empty() {
-        let extra: String = extra_defaults.iter().map(|l| format!("  {l}\n")).collect();
-        head = replace(&head, "listen stats\n", &format!("{extra}listen stats\n"));
-    }
-    head
 }
 
 /// A task: a tiny HTTP/1.1 server on `127.0.0.1:0` answering every request with its name
@@ -406,7 +360,7 @@ impl ManagedLb {
         let write = |name: &str, text: String| std::fs::write(templates.join(name), text).unwrap();
         write(
             "HAPROXY_HEAD",
-            unprivileged_head(dir.path(), ports.stats, &extra),
+            runnable_head(dir.path(), ports.stats, &extra),
         );
         write(
             "HAPROXY_HTTP_FRONTEND_HEAD",

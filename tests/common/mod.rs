@@ -2,19 +2,16 @@
 //!
 //! The built-in `HAPROXY_HEAD` needs root-owned paths (`/var/run/haproxy/socket`,
 //! `/var/state/haproxy/`, `/marathon-lb/*.lua`) and `/etc/ssl/cert.pem`. The tests run without
-//! root, so they use [`unprivileged_head`]: the built-in head with the stats socket and server
-//! state moved into a temp dir and the Lua scripts (and the stats routes to their services)
-//! left out. Everything else is the real default text.
+//! root, so they use [`checkable_head`] (from the testkit): the built-in head with the stats
+//! socket and server state moved into a temp dir and the Lua scripts (and the stats routes to
+//! their services) left out. Everything else is the real default text.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// A self-signed certificate + key for `localhost` (valid for 100 years), for every `crt` path.
-pub fn cert_pem() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/selfsigned.pem")
-}
+pub use marathon_lb_testkit::haproxy::{cert_pem, checkable_head};
 
 /// `text` with the path after every `crt ` replaced by the fixture certificate.
 pub fn with_fixture_certs(text: &str) -> String {
@@ -32,40 +29,12 @@ pub fn with_fixture_certs(text: &str) -> String {
     out
 }
 
-/// The built-in `HAPROXY_HEAD`, made usable by an unprivileged `haproxy -c` in `dir`.
-pub fn unprivileged_head(dir: &Path) -> String {
-    let head = marathon_lb::templates::default_head(None);
-    let mut out = String::new();
-    for line in head.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("lua-load ") || trimmed.contains("use-service lua.") {
-            continue;
-        }
-        if trimmed.starts_with("stats socket ") {
-            out.push_str(&format!(
-                "  stats socket {}/haproxy.sock expose-fd listeners\n",
-                dir.display()
-            ));
-        } else if trimmed.starts_with("server-state-base ") {
-            out.push_str(&format!("  server-state-base {}/\n", dir.display()));
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert!(
-        out.contains("expose-fd listeners") && !out.contains("lua-load"),
-        "the built-in head changed shape:\n{out}"
-    );
-    out
-}
-
-/// Templates whose `HAPROXY_HEAD` is [`unprivileged_head`], from a `templates/` folder
+/// Templates whose `HAPROXY_HEAD` is [`checkable_head`], from a `templates/` folder
 /// written into `dir` (the way a user overrides a template).
 pub fn unprivileged_templates(dir: &Path) -> marathon_lb::templates::Templates {
     let templates_dir = dir.join("templates");
     std::fs::create_dir(&templates_dir).unwrap();
-    std::fs::write(templates_dir.join("HAPROXY_HEAD"), unprivileged_head(dir)).unwrap();
+    std::fs::write(templates_dir.join("HAPROXY_HEAD"), checkable_head(dir)).unwrap();
     marathon_lb::templates::Templates::load(Some(&templates_dir), |_| None).unwrap()
 }
 

@@ -1,7 +1,7 @@
 //! The `kubeapi-proxy` scenario end to end: the app of `examples/kubeapi-proxy.json` in a
 //! fake Marathon, the real `marathon-lb` binary in live mode, real HAProxy, and a real
 //! `kubectl` talking TLS to HAProxy, which talks TLS to the stand-in API server
-//! (`marathon_lb::fake_kube_apiserver`).
+//! (`marathon_lb_testkit::fake_kube_apiserver`).
 //!
 //! Also the real `haproxy -c` on the published labels (its `timeout client ... will be
 //! ignored` warning), on the shipped example (no warning), and on an unresolvable API server
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use marathon_lb::fake_kube_apiserver::{FakeKubeApiServer, SelfSigned};
-use marathon_lb::fake_marathon::{FakeMarathon, Options};
+use marathon_lb_testkit::fake_kube_apiserver::{FakeKubeApiServer, SelfSigned};
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options};
 use serde_json::{json, Value};
 
 use procs::{
@@ -111,7 +111,7 @@ impl Workdir {
         std::fs::create_dir(&templates).unwrap();
         // `maxconn 50000` makes HAProxy raise its fd limit to 100044, above the hard limit
         // of a test machine; a running (not just checked) HAProxy then refuses to start.
-        let head = common::unprivileged_head(dir.path())
+        let head = common::checkable_head(dir.path())
             .replace("bind 0.0.0.0:9090", &format!("bind 127.0.0.1:{stats_port}"))
             .replace("\n  maxconn 50000\n", "\n  maxconn 4096\n");
         assert!(head.contains(&format!("127.0.0.1:{stats_port}")) && head.contains("maxconn 4096"));

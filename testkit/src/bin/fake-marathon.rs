@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use marathon_lb::fake_marathon::{FakeMarathon, Options};
+use marathon_lb_testkit::fake_marathon::{FakeMarathon, Options};
 
 /// Command line.
 #[derive(Debug, Parser)]

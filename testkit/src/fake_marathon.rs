@@ -8,7 +8,7 @@
 //! RS256 login JWT with the service account's public key and issues tokens that
 //! Marathon routes then require (and that [`FakeMarathon::revoke_tokens`] invalidates).
 //!
-//! Used by the unit and integration tests and by `src/bin/fake-marathon.rs`.
+//! Used by the integration tests and benches of marathon-lb and by `src/bin/fake-marathon.rs`.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -416,7 +416,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 mod tests {
     use super::*;
 
-    const PUBLIC_KEY: &str = include_str!("../tests/fixtures/dcos-test-key.pub.pem");
+    const PUBLIC_KEY: &str = include_str!("../../tests/fixtures/dcos-test-key.pub.pem");
 
     #[tokio::test]
     async fn login_rejects_unsigned_tokens_and_marathon_requires_a_token() {

@@ -1,5 +1,5 @@
 //! `fake-kube-apiserver`: the stand-in Kubernetes API server of
-//! `marathon_lb::fake_kube_apiserver`, for trying the `kubeapi-proxy` example by hand.
+//! `marathon_lb_testkit::fake_kube_apiserver`, for trying the `kubeapi-proxy` example by hand.
 //!
 //! It serves TLS with a fresh self-signed certificate (written to `--cert-out` when given),
 //! `/version`, minimal discovery, a pod watch that gets a `MODIFIED` event every
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use marathon_lb::fake_kube_apiserver::FakeKubeApiServer;
+use marathon_lb_testkit::fake_kube_apiserver::FakeKubeApiServer;
 
 /// Command line.
 #[derive(Debug, Parser)]

@@ -15,19 +15,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use managed::{free_port, App, ManagedLb, Options, TaskServer};
+use managed::{free_port, haproxy_missing, App, ManagedLb, Options, TaskServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_marathon-lb");
 const SETTLE: Duration = Duration::from_secs(10);
-
-fn haproxy_missing(test: &str) -> bool {
-    let missing = Command::new("haproxy").arg("-v").output().is_err();
-    if missing {
-        eprintln!("\n!!!!! SKIP {test}: `haproxy` is not on PATH !!!!!\n");
-    }
-    missing
-}
 
 /// One raw `POST path` to `127.0.0.1:port` with these extra header lines (`Host` included
 /// when given; else `Host: 127.0.0.1:port`): status code and body.

@@ -15,22 +15,9 @@ mod managed;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use managed::{free_port, App, ManagedLb, Options, TaskServer};
+use managed::{free_port, haproxy_missing, App, ManagedLb, Options, TaskServer};
 
 const SETTLE: Duration = Duration::from_secs(10);
-
-fn haproxy_missing(test: &str) -> bool {
-    let missing = std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_err();
-    if missing {
-        eprintln!(
-            "\n!!!!! SKIP {test}: `haproxy` is not on PATH (apt-get install -y haproxy) !!!!!\n"
-        );
-    }
-    missing
-}
 
 async fn tasks(names: &[&str]) -> Vec<TaskServer> {
     let mut out = Vec::new();

@@ -10,17 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use managed::{free_port, App, ManagedLb, Options, TaskServer};
+use managed::{free_port, haproxy_missing, App, ManagedLb, Options, TaskServer};
 
 const SETTLE: Duration = Duration::from_secs(10);
-
-fn haproxy_missing(test: &str) -> bool {
-    let missing = Command::new("haproxy").arg("-v").output().is_err();
-    if missing {
-        eprintln!("\n!!!!! SKIP {test}: `haproxy` is not on PATH !!!!!\n");
-    }
-    missing
-}
 
 fn app(id: &str, port: u16, server: &TaskServer) -> App {
     App::new(id, port, vec![server.task()])

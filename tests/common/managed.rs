@@ -24,6 +24,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+/// Whether `haproxy` is missing from PATH; if so, prints a loud SKIP line for `test`.
+pub fn haproxy_missing(test: &str) -> bool {
+    let missing = Command::new("haproxy").arg("-v").output().is_err();
+    if missing {
+        eprintln!(
+            "\n!!!!! SKIP {test}: `haproxy` is not on PATH (apt-get install -y haproxy) !!!!!\n"
+        );
+    }
+    missing
+}
+
 /// A port nobody listens on right now (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,12 +2,21 @@
 //!
 //! `Cli` is the raw clap input; [`Cli::validate`] checks what clap cannot (the rules of the
 //! original, which exits with status 2 on them) and yields a [`Config`] holding the options of
-//! each pipeline stage.
+//! each pipeline stage (see [`options`]); nothing after validation reads `Cli`.
+
+mod options;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
+pub use options::{
+    Apply, Auth, Input, LiveOptions, ManagedOptions, MarathonOptions, Output, SourceOptions,
+    Validation,
+};
+
+use crate::haproxy::{exec, Paths, Retries};
 use crate::{model, render};
 
 /// Command-line flags, with the original's names, short options and defaults.
@@ -169,22 +178,34 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
 /// The validated configuration of a run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The raw flags (for the parts not yet split into stage options).
-    pub cli: Cli,
+    /// Where the apps come from.
+    pub source: SourceOptions,
     /// Options of the model stage.
     pub model: model::Options,
     /// Options of the render stage.
     pub render: render::Options,
+    /// Where the config is written.
+    pub output: Output,
+    /// How a new config is checked.
+    pub validation: Validation,
+    /// How HAProxy picks up a new config.
+    pub apply: Apply,
+    /// Bounds and environment of `haproxy -c` and the reload command (process-wide).
+    pub exec: exec::Limits,
+    /// Live mode; `None`: one pass, then exit.
+    pub live: Option<LiveOptions>,
+    /// `--dry`: print the config of one pass instead of writing it.
+    pub dry: bool,
+}
+
+/// At least one second: a zero interval or timeout would spin.
+fn secs(secs: u64) -> Duration {
+    Duration::from_secs(secs.max(1))
 }
 
 impl Cli {
-    /// Whether marathon-lb runs HAProxy itself: live mode without `--command`.
-    pub fn manages_haproxy(&self) -> bool {
-        self.is_live() && self.command.is_none()
-    }
-
     /// Whether the binary keeps running (SSE, polling or a watched file) instead of one pass.
-    pub fn is_live(&self) -> bool {
+    fn is_live(&self) -> bool {
         self.sse || self.poll_interval.is_some() || (self.watch && self.apps_file.is_some())
     }
 
@@ -212,10 +233,7 @@ impl Cli {
                 "argument --group is required: please specify at least one group name".into(),
             );
         }
-        let haproxy_dir = std::path::Path::new(&self.haproxy_config)
-            .parent()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let paths = Paths::new(&self.haproxy_config);
         let model = model::Options {
             strict_mode: self.strict_mode,
             health_check: self.health_check,
@@ -228,13 +246,85 @@ impl Cli {
             bind_http_https: !self.dont_bind_http_https,
             ssl_certs: self.ssl_certs.clone(),
             haproxy_map: self.haproxy_map,
-            haproxy_dir,
+            haproxy_dir: paths.haproxy_dir.clone(),
             group_https_by_vhost: self.group_https_by_vhost,
         };
         Ok(Config {
-            cli: self,
+            source: self.source(),
             model,
             render,
+            output: Output {
+                paths,
+                map: self.haproxy_map,
+                archive_versions: self.archive_versions,
+            },
+            validation: Validation {
+                skip: self.skip_validation,
+                cleanup: !self.skip_config_cleanup,
+            },
+            apply: self.apply(),
+            exec: exec::Limits {
+                check_timeout: secs(self.check_timeout),
+                command_timeout: secs(self.command_timeout),
+                extra_env: self.haproxy_env.clone(),
+            },
+            live: self.live(),
+            dry: self.dry,
+        })
+    }
+
+    fn source(&self) -> SourceOptions {
+        let input = match &self.apps_file {
+            Some(path) => Input::File(path.clone()),
+            None => Input::Marathon(MarathonOptions {
+                urls: self.marathon.clone(),
+                auth: if let Some(json) = &self.dcos_auth_credentials {
+                    Auth::Dcos(json.clone())
+                } else if let Some(text) = &self.auth_credentials {
+                    Auth::Basic(text.clone())
+                } else if let Some(path) = &self.marathon_auth_credential_file {
+                    Auth::File(path.clone())
+                } else {
+                    Auth::None
+                },
+                ca_cert: self.marathon_ca_cert.clone(),
+                stall_timeout: secs(self.event_stall_timeout),
+            }),
+        };
+        SourceOptions {
+            input,
+            max_body_bytes: self.marathon_max_body_bytes,
+        }
+    }
+
+    /// `--command`, else managed HAProxy in live mode, else write only.
+    fn apply(&self) -> Apply {
+        match &self.command {
+            Some(command) => Apply::Command(command.clone()),
+            None if self.is_live() => Apply::Managed(Box::new(ManagedOptions {
+                haproxy_bin: PathBuf::from(&self.haproxy_bin),
+                run_dir: self.run_dir.clone(),
+                drain_timeout: (self.drain_timeout > 0)
+                    .then(|| Duration::from_secs(self.drain_timeout)),
+                reload_interval: secs(self.reload_interval),
+                max_reload_retries: Retries::from_flag(self.max_reload_retries),
+                generate_certs_dir: self.generate_certs_dir.clone(),
+            })),
+            None => Apply::WriteOnly,
+        }
+    }
+
+    fn live(&self) -> Option<LiveOptions> {
+        let follow = match self.apps_file {
+            Some(_) => self.watch || self.sse,
+            None => self.sse,
+        };
+        self.is_live().then(|| LiveOptions {
+            follow,
+            poll_every: self.poll_interval.map(secs),
+            resync_every: secs(self.resync_interval),
+            max_backoff: secs(self.max_backoff),
+            admin_addr: self.admin_addr.clone(),
         })
     }
 }
@@ -270,7 +360,12 @@ mod tests {
             "info",
         ])
         .unwrap();
-        assert_eq!(c.cli.marathon.len(), 2);
+        let Input::Marathon(marathon) = &c.source.input else {
+            panic!("no apps file: Marathon")
+        };
+        assert_eq!(marathon.urls.len(), 2);
+        assert!(c.live.is_none());
+        assert!(matches!(c.apply, Apply::WriteOnly));
         assert_eq!(c.render.groups, ["external", "*"]);
         assert!(c.model.health_check);
         assert_eq!(c.render.haproxy_dir, "out");
@@ -300,5 +395,49 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(off.model.ip_per_task_ports, None);
+    }
+
+    #[test]
+    fn apply_mode_follows_command_and_live_mode() {
+        let command = parse(&["--group", "x", "--sse", "-c", "reload it"]).unwrap();
+        assert_eq!(command.apply.command(), Some("reload it"));
+        let managed = parse(&["--group", "x", "--sse", "--drain-timeout", "0"]).unwrap();
+        let options = managed.apply.managed().unwrap();
+        assert_eq!(options.drain_timeout, None);
+        assert_eq!(options.max_reload_retries, Retries::Limited(10));
+        assert_eq!(options.run_dir, PathBuf::from("/var/run/marathon-lb"));
+        let once = parse(&["--group", "x", "--apps-file", "a.json"]).unwrap();
+        assert!(matches!(once.apply, Apply::WriteOnly));
+        assert!(once.live.is_none());
+    }
+
+    #[test]
+    fn live_options_follow_the_source() {
+        let file = parse(&["--group", "x", "--apps-file", "a.json", "--watch"]).unwrap();
+        let live = file.live.unwrap();
+        assert!(live.follow);
+        assert_eq!(live.poll_every, None);
+        // --watch needs an apps file; polling Marathon does not follow its event stream.
+        let poll = parse(&["--group", "x", "--watch", "--poll-interval", "0"]).unwrap();
+        let live = poll.live.unwrap();
+        assert!(!live.follow);
+        assert_eq!(live.poll_every, Some(Duration::from_secs(1)));
+        assert!(parse(&["--group", "x", "--watch"]).unwrap().live.is_none());
+    }
+
+    #[test]
+    fn output_paths_are_built_once_from_the_config_path() {
+        let c = parse(&[
+            "--group",
+            "x",
+            "--haproxy-config",
+            "out/h.cfg",
+            "--haproxy-map",
+        ])
+        .unwrap();
+        assert_eq!(c.output.paths.config, PathBuf::from("out/h.cfg"));
+        assert_eq!(c.output.paths.haproxy_dir, c.render.haproxy_dir);
+        assert!(c.output.map && c.render.haproxy_map);
+        assert!(c.validation.cleanup && !c.validation.skip);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::haproxy::plan::{self, Change, Plan, Snapshot};
 use crate::haproxy::runtime::RuntimeApi;
-use crate::haproxy::{self, Paths, ReloadReason, Supervisor, SupervisorConfig};
+use crate::haproxy::{self, ReloadReason, Supervisor, SupervisorConfig};
 use crate::metrics::Metrics;
 use crate::render::Rendered;
 use crate::run::{self, Checked};
@@ -75,12 +75,11 @@ impl Managed {
     /// Starts HAProxy on the config already on disk, if it is valid, so the last good config
     /// serves even while Marathon is unreachable.
     pub async fn start_from_disk(&mut self, config: &Config) {
-        let cli = &config.cli;
-        let paths = Paths::new(&cli.haproxy_config);
+        let (output, paths) = (&config.output, &config.output.paths);
         let Ok(text) = std::fs::read_to_string(&paths.config) else {
             return;
         };
-        if !cli.skip_validation {
+        if !config.validation.skip {
             if let Err(e) =
                 haproxy::validate_file(&paths.config, &self.settings.haproxy_bin.to_string_lossy())
             {
@@ -89,7 +88,7 @@ impl Managed {
             }
         }
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        let (domain_map, app_map) = if cli.haproxy_map {
+        let (domain_map, app_map) = if output.map {
             (read(&paths.domain_map()), read(&paths.app_map()))
         } else {
             Default::default()
@@ -164,8 +163,7 @@ impl Managed {
         rendered: Rendered,
         config: &Config,
     ) -> Result<Deployed, String> {
-        let cli = &config.cli;
-        let paths = Paths::new(&cli.haproxy_config);
+        let output = &config.output;
         // Traffic first: the running process changes before the file is written (and synced),
         // so the write is off the event-to-traffic path. A failure here leaves the file as it
         // was; the caller's checked path then writes and reloads.
@@ -173,8 +171,13 @@ impl Managed {
         self.runtime(ops, &rendered.config).await?;
         let applied = started.elapsed();
         let validated = haproxy::Validated::unchecked(rendered);
-        haproxy::apply(&validated, &paths, cli.haproxy_map, cli.archive_versions)
-            .map_err(|e| e.to_string())?;
+        haproxy::apply(
+            &validated,
+            &output.paths,
+            output.map,
+            output.archive_versions,
+        )
+        .map_err(|e| e.to_string())?;
         let next = validated.rendered().clone();
         tracing::info!(
             ops = ops.len(),
@@ -198,8 +201,7 @@ impl Managed {
         config: &Config,
         runtime_failed: bool,
     ) -> Result<Deployed, run::Error> {
-        let cli = &config.cli;
-        let paths = Paths::new(&cli.haproxy_config);
+        let output = &config.output;
         let next = checked.validated.rendered().clone();
         let plan = match (&self.running, self.is_running()) {
             (Some(running), true) => plan::plan(Some(snapshot(running)), snapshot(&next)),
@@ -210,9 +212,9 @@ impl Managed {
         }
         haproxy::apply(
             &checked.validated,
-            &paths,
-            cli.haproxy_map,
-            cli.archive_versions,
+            &output.paths,
+            output.map,
+            output.archive_versions,
         )?;
         match plan {
             Plan::Runtime(ops) if !runtime_failed => match self.runtime(&ops, &next.config).await {
@@ -324,8 +326,8 @@ impl Managed {
     /// # Errors
     /// [`run::Error::Validate`] or [`run::Error::Reload`].
     pub async fn reload_existing(&mut self, config: &Config) -> Result<(), run::Error> {
-        let paths = Paths::new(&config.cli.haproxy_config);
-        if !config.cli.skip_validation {
+        let paths = &config.output.paths;
+        if !config.validation.skip {
             haproxy::validate_file(&paths.config, &self.settings.haproxy_bin.to_string_lossy())?;
         }
         let text = std::fs::read_to_string(&paths.config).unwrap_or_default();

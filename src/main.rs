@@ -15,10 +15,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use marathon_lb::admin::{self, AdminState};
-use marathon_lb::config::{Cli, Config};
+use marathon_lb::config::{Auth, Cli, Config, Input, LiveOptions, ManagedOptions, MarathonOptions};
 use marathon_lb::deploy::Managed;
 use marathon_lb::haproxy::process::rundir;
-use marathon_lb::haproxy::{Retries, SupervisorConfig};
+use marathon_lb::haproxy::SupervisorConfig;
 use marathon_lb::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
 use marathon_lb::marathon::client::{Client, ClientConfig};
 use marathon_lb::marathon::watch::{self as events, WatchConfig, WatchEvent};
@@ -43,12 +43,8 @@ fn main() -> ExitCode {
         )
         .exit(),
     };
-    marathon_lb::haproxy::exec::configure(marathon_lb::haproxy::exec::Limits {
-        check_timeout: Duration::from_secs(config.cli.check_timeout.max(1)),
-        command_timeout: Duration::from_secs(config.cli.command_timeout.max(1)),
-        extra_env: config.cli.haproxy_env.clone(),
-    });
-    for name in &config.cli.haproxy_env {
+    marathon_lb::haproxy::exec::configure(config.exec.clone());
+    for name in &config.exec.extra_env {
         if marathon_lb::haproxy::exec::looks_secret(name) {
             tracing::warn!(name = %name, "--haproxy-env passes a name that looks like a credential to HAProxy");
         }
@@ -110,12 +106,15 @@ fn init_logging(level: &str) {
 async fn run(config: Config) -> anyhow::Result<()> {
     let templates = Templates::load(Some(Path::new("templates")), |k| std::env::var(k).ok())
         .context("loading templates")?;
-    let source = match &config.cli.apps_file {
-        Some(path) => Source::File(path.clone()),
-        None => Source::Marathon(Arc::new(marathon_client(&config.cli)?)),
+    let source = match &config.source.input {
+        Input::File(path) => Source::File(path.clone()),
+        Input::Marathon(marathon) => Source::Marathon(Arc::new(marathon_client(
+            marathon,
+            config.source.max_body_bytes,
+        )?)),
     };
-    if config.cli.is_live() {
-        live(Arc::new(config), Arc::new(templates), source).await
+    if let Some(live_options) = config.live.clone() {
+        live(Arc::new(config), live_options, Arc::new(templates), source).await
     } else {
         once(&config, &templates, &source).await
     }
@@ -134,7 +133,7 @@ async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow
         }
     };
     let built = run::build_body(body, &origin, config, templates, &mut Memory::default())?;
-    if config.cli.dry {
+    if config.dry {
         println!("{}", built.rendered.config);
         return Ok(());
     }
@@ -142,26 +141,29 @@ async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow
     Ok(())
 }
 
-fn marathon_client(cli: &Cli) -> anyhow::Result<Client> {
-    let credentials = if let Some(json) = &cli.dcos_auth_credentials {
-        Credentials::Dcos(DcosCredentials::from_json(json).context("--dcos-auth-credentials")?)
-    } else if let Some(text) = &cli.auth_credentials {
-        Credentials::Basic(BasicCredentials::parse(text).context("--auth-credentials")?)
-    } else if let Some(path) = &cli.marathon_auth_credential_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let first = text.lines().next().unwrap_or_default().trim();
-        Credentials::Basic(
-            BasicCredentials::parse(first).context("--marathon-auth-credential-file")?,
-        )
-    } else {
-        Credentials::None
+fn marathon_client(marathon: &MarathonOptions, max_body_bytes: u64) -> anyhow::Result<Client> {
+    let credentials = match &marathon.auth {
+        Auth::Dcos(json) => {
+            Credentials::Dcos(DcosCredentials::from_json(json).context("--dcos-auth-credentials")?)
+        }
+        Auth::Basic(text) => {
+            Credentials::Basic(BasicCredentials::parse(text).context("--auth-credentials")?)
+        }
+        Auth::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let first = text.lines().next().unwrap_or_default().trim();
+            Credentials::Basic(
+                BasicCredentials::parse(first).context("--marathon-auth-credential-file")?,
+            )
+        }
+        Auth::None => Credentials::None,
     };
-    let mut client_config = ClientConfig::new(cli.marathon.iter().cloned())
+    let mut client_config = ClientConfig::new(marathon.urls.iter().cloned())
         .credentials(credentials)
-        .max_body_bytes(cli.marathon_max_body_bytes)
-        .stall_timeout(Duration::from_secs(cli.event_stall_timeout.max(1)));
-    if let Some(ca) = &cli.marathon_ca_cert {
+        .max_body_bytes(max_body_bytes)
+        .stall_timeout(marathon.stall_timeout);
+    if let Some(ca) = &marathon.ca_cert {
         client_config = client_config.ca_cert(ca);
     }
     Ok(Client::new(client_config)?)
@@ -170,21 +172,16 @@ fn marathon_client(cli: &Cli) -> anyhow::Result<Client> {
 /// Live mode: run the reconcile loop fed by events, polls, file changes and signals.
 async fn live(
     config: Arc<Config>,
+    options: LiveOptions,
     templates: Arc<Templates>,
     source: Source,
 ) -> anyhow::Result<()> {
-    let cli = &config.cli;
+    let managed_options = config.apply.managed();
     // First, before any listener: a second instance on this run dir must change nothing.
-    let _run_dir_lock = if cli.manages_haproxy() {
-        std::fs::create_dir_all(&cli.run_dir)
-            .with_context(|| format!("creating --run-dir {}", cli.run_dir.display()))?;
-        Some(rundir::lock(&cli.run_dir)?)
-    } else {
-        None
-    };
+    let _run_dir_lock = managed_options.map(lock_run_dir).transpose()?;
     marathon_lb::haproxy::reaper::spawn_if_pid1();
     // Bound before anything starts (HAProxy included): a taken address is a start-up error.
-    let admin_addr = match cli.admin_addr.as_str() {
+    let admin_addr = match options.admin_addr.as_str() {
         "off" | "" => None,
         addr => Some(
             addr.parse::<SocketAddr>()
@@ -200,13 +197,20 @@ async fn live(
     let (stop_tx, stop_rx) = watch::channel(false);
     let timing = Timing {
         debounce: Duration::from_millis(5),
-        resync_every: Duration::from_secs(cli.resync_interval.max(1)),
-        max_backoff: Duration::from_secs(cli.max_backoff.max(1)),
+        resync_every: options.resync_every,
+        max_backoff: options.max_backoff,
     };
     let _ = triggers.send(Trigger::Resync);
 
     let mut feeders = tokio::task::JoinSet::new();
-    spawn_triggers(cli, &source, &triggers, &status_tx, stop_tx, &mut feeders);
+    spawn_triggers(
+        &options,
+        &source,
+        &triggers,
+        &status_tx,
+        stop_tx,
+        &mut feeders,
+    );
     let admin_triggers = triggers.clone();
     drop(triggers);
 
@@ -215,8 +219,14 @@ async fn live(
         let state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
         spawn_admin(listener, state, status_rx, stop_rx.clone(), &mut feeders);
     }
-    let target = if cli.manages_haproxy() {
-        Target::Managed(Box::new(managed(cli, admin_addr, metrics.clone())?))
+    let target = if let Some(options) = managed_options {
+        let config_path = &config.output.paths.config;
+        Target::Managed(Box::new(managed(
+            options,
+            config_path,
+            admin_addr,
+            &metrics,
+        )?))
     } else {
         Target::Command {
             reload_pending: false,
@@ -236,10 +246,17 @@ async fn live(
     Ok(())
 }
 
+/// Creates and locks `--run-dir` (managed mode).
+fn lock_run_dir(options: &ManagedOptions) -> anyhow::Result<rundir::RunDirLock> {
+    std::fs::create_dir_all(&options.run_dir)
+        .with_context(|| format!("creating --run-dir {}", options.run_dir.display()))?;
+    Ok(rundir::lock(&options.run_dir)?)
+}
+
 /// The feeders of the trigger channel: Marathon's event stream or the watched apps file, the
 /// poll timer, and the signals (which also own the stop switch).
 fn spawn_triggers(
-    cli: &Cli,
+    options: &LiveOptions,
     source: &Source,
     triggers: &mpsc::UnboundedSender<Trigger>,
     status: &watch::Sender<Status>,
@@ -247,19 +264,18 @@ fn spawn_triggers(
     feeders: &mut tokio::task::JoinSet<()>,
 ) {
     match source {
-        Source::Marathon(client) if cli.sse => {
-            let backoff = Duration::from_secs(cli.max_backoff.max(1));
+        Source::Marathon(client) if options.follow => {
+            let backoff = options.max_backoff;
             let events = forward_events(client.clone(), backoff, triggers.clone(), status.clone());
             feeders.spawn(events);
         }
-        Source::File(path) if cli.watch || cli.sse => {
+        Source::File(path) if options.follow => {
             let every = Duration::from_millis(250);
             feeders.spawn(reconcile::watch_file(path.clone(), every, triggers.clone()));
         }
         _ => {}
     }
-    if let Some(secs) = cli.poll_interval {
-        let every = Duration::from_secs(secs.max(1));
+    if let Some(every) = options.poll_every {
         feeders.spawn(reconcile::poll(every, triggers.clone()));
     }
     feeders.spawn(forward_signals(triggers.clone(), stop));
@@ -288,18 +304,23 @@ fn spawn_admin(
 }
 
 /// The supervised HAProxy of managed mode (no `--command`).
-fn managed(cli: &Cli, admin_addr: Option<SocketAddr>, metrics: Metrics) -> anyhow::Result<Managed> {
-    std::fs::create_dir_all(&cli.run_dir)
-        .with_context(|| format!("creating --run-dir {}", cli.run_dir.display()))?;
+fn managed(
+    options: &ManagedOptions,
+    config_path: &Path,
+    admin_addr: Option<SocketAddr>,
+    metrics: &Metrics,
+) -> anyhow::Result<Managed> {
+    let run_dir = &options.run_dir;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating --run-dir {}", run_dir.display()))?;
     // HAProxy reads a socket path without a leading '/' as host:port: use absolute paths.
-    let run_dir = std::fs::canonicalize(&cli.run_dir)
-        .with_context(|| format!("resolving --run-dir {}", cli.run_dir.display()))?;
-    let mut settings = SupervisorConfig::new(&cli.haproxy_config, &run_dir);
-    settings.haproxy_bin = cli.haproxy_bin.clone().into();
-    settings.drain_timeout =
-        (cli.drain_timeout > 0).then(|| Duration::from_secs(cli.drain_timeout));
-    settings.reload_interval = Duration::from_secs(cli.reload_interval.max(1));
-    settings.max_reload_retries = Retries::from_flag(cli.max_reload_retries);
+    let run_dir = std::fs::canonicalize(run_dir)
+        .with_context(|| format!("resolving --run-dir {}", run_dir.display()))?;
+    let mut settings = SupervisorConfig::new(config_path, &run_dir);
+    settings.haproxy_bin = options.haproxy_bin.clone();
+    settings.drain_timeout = options.drain_timeout;
+    settings.reload_interval = options.reload_interval;
+    settings.max_reload_retries = options.max_reload_retries;
     // Our own exit should not wait for long tunnels: they get a short grace, then go
     // (6 s + 3 s after SIGTERM at most: a SIGTERM is honoured within 10 s).
     settings.stop_timeout = Duration::from_secs(6);
@@ -315,7 +336,11 @@ fn managed(cli: &Cli, admin_addr: Option<SocketAddr>, metrics: Metrics) -> anyho
             format!("{host}:{}", addr.port()),
         ));
     }
-    Ok(Managed::new(settings, metrics, Duration::from_secs(5)))
+    Ok(Managed::new(
+        settings,
+        metrics.clone(),
+        Duration::from_secs(5),
+    ))
 }
 
 /// Keeps the admin server's list of left-out apps equal to the loop's published status.

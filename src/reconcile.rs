@@ -257,7 +257,7 @@ impl Reconciler {
     async fn pass(&mut self, memory: &mut Memory, reporter: &mut Reporter) -> PassResult {
         let started = std::time::Instant::now();
         self.status.send_modify(|s| s.passes += 1);
-        let max_bytes = self.config.cli.marathon_max_body_bytes;
+        let max_bytes = self.config.source.max_body_bytes;
         let (body, origin) = match self.source.fetch(max_bytes).await {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -334,7 +334,7 @@ impl Reconciler {
                     run::apply_checked(built, config, templates, &mut rejected)
                 });
                 if let (Some(command), Ok(Outcome::Unchanged), true) =
-                    (&config.cli.command, &outcome, *reload_pending)
+                    (config.apply.command(), &outcome, *reload_pending)
                 {
                     // The config on disk is new but its reload failed: try the reload again.
                     tracing::info!("retrying the reload command that failed before");
@@ -342,7 +342,7 @@ impl Reconciler {
                         .map(|()| Outcome::Applied)
                         .map_err(run::Error::from);
                 }
-                if config.cli.command.is_some() {
+                if config.apply.command().is_some() {
                     let failed = matches!(
                         outcome,
                         Err(run::Error::Apply(crate::haproxy::ApplyError::Reload { .. }))
@@ -366,8 +366,11 @@ impl Reconciler {
             }
             Target::Managed(managed) => {
                 let allowed = crate::haproxy::certs::Allowed::new(
-                    &config.cli.ssl_certs,
-                    config.cli.generate_certs_dir.as_deref(),
+                    &config.render.ssl_certs,
+                    config
+                        .apply
+                        .managed()
+                        .and_then(|m| m.generate_certs_dir.as_deref()),
                 );
                 for result in crate::haproxy::certs::ensure(&built.rendered.config, &allowed) {
                     match result {

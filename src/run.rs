@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::haproxy::{self, isolate, ApplyError, Paths, ValidateError, Validated};
+use crate::haproxy::{self, isolate, ApplyError, ValidateError, Validated};
 use crate::marathon::types;
 use crate::model::invalid::{LeftOut, PortHolders};
 use crate::model::{self, network::Resolver, HealthMemory};
@@ -260,20 +260,20 @@ pub struct Checked {
 /// [`Error::Validate`] when no valid config can be made (a global problem), or the check
 /// cannot run; [`Error::Render`] when re-rendering a subset fails.
 pub fn check(built: Built, config: &Config, templates: &Templates) -> Result<Checked, Error> {
-    let cli = &config.cli;
     let nothing_left_out = |validated| Checked {
         validated,
         rejected: Vec::new(),
         warnings: Vec::new(),
         checks_run: 0,
     };
-    if cli.skip_validation {
+    if config.validation.skip {
         drop_in_background(built.services);
         return Ok(nothing_left_out(Validated::unchecked(built.rendered)));
     }
-    let paths = Paths::new(&cli.haproxy_config);
-    let validate = |r: &Rendered| haproxy::validate_verbose(r, &paths, cli.haproxy_map, "haproxy");
-    if cli.skip_config_cleanup {
+    let output = &config.output;
+    let validate =
+        |r: &Rendered| haproxy::validate_verbose(r, &output.paths, output.map, "haproxy");
+    if !config.validation.cleanup {
         let output = validate(&built.rendered)?;
         return Ok(Checked {
             checks_run: 1,
@@ -332,27 +332,27 @@ pub fn apply_checked(
     templates: &Templates,
     rejected: &mut Option<Vec<isolate::RejectedApp>>,
 ) -> Result<Outcome, Error> {
-    let cli = &config.cli;
-    let paths = Paths::new(&cli.haproxy_config);
-    if !haproxy::changed(&built.rendered, &paths, cli.haproxy_map) {
+    let output = &config.output;
+    let paths = &output.paths;
+    if !haproxy::changed(&built.rendered, paths, output.map) {
         tracing::debug!("config unchanged, skipping reload");
         return Ok(Outcome::Unchanged);
     }
     let checked = check(built, config, templates)?;
     *rejected = Some(checked.rejected.clone());
     if !checked.rejected.is_empty()
-        && !haproxy::changed(checked.validated.rendered(), &paths, cli.haproxy_map)
+        && !haproxy::changed(checked.validated.rendered(), paths, output.map)
     {
         return Ok(Outcome::Unchanged);
     }
     haproxy::apply(
         &checked.validated,
-        &paths,
-        cli.haproxy_map,
-        cli.archive_versions,
+        paths,
+        output.map,
+        output.archive_versions,
     )?;
     tracing::info!(config = %paths.config.display(), "wrote new config");
-    match &cli.command {
+    match config.apply.command() {
         Some(command) => {
             haproxy::reload(command)?;
             tracing::info!(command, "reloaded haproxy");
@@ -367,11 +367,10 @@ pub fn apply_checked(
 /// # Errors
 /// [`Error::Validate`] when HAProxy rejects it, [`Error::Apply`] when the reload fails.
 pub fn reload_existing(config: &Config) -> Result<(), Error> {
-    let cli = &config.cli;
-    if !cli.skip_validation {
-        haproxy::validate_file(Path::new(&cli.haproxy_config), "haproxy")?;
+    if !config.validation.skip {
+        haproxy::validate_file(&config.output.paths.config, "haproxy")?;
     }
-    if let Some(command) = &cli.command {
+    if let Some(command) = config.apply.command() {
         haproxy::reload(command)?;
     }
     Ok(())

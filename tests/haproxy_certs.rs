@@ -10,7 +10,7 @@ use std::process::Command;
 
 use clap::Parser;
 use marathon_lb::config::Cli;
-use marathon_lb::haproxy::{self, certs, Paths};
+use marathon_lb::haproxy::{self, certs};
 use marathon_lb::run::{self, Memory};
 
 #[test]
@@ -67,8 +67,8 @@ fn generated_certificates_are_accepted_by_haproxy_and_name_the_host() {
     let app_cert = std::fs::canonicalize(app_dir).unwrap().join("kubeapi.pem");
     assert_eq!(generated, [default_cert.clone(), app_cert.clone()]);
 
-    let paths = Paths::new(&config.cli.haproxy_config);
-    let checked = haproxy::validate_verbose(&rendered, &paths, false, "haproxy")
+    let paths = &config.output.paths;
+    let checked = haproxy::validate_verbose(&rendered, paths, false, "haproxy")
         .unwrap_or_else(|e| panic!("haproxy rejected the generated certificates: {e}"));
     assert!(checked
         .validated

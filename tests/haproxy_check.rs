@@ -9,7 +9,7 @@ use std::path::Path;
 
 use clap::Parser;
 use marathon_lb::config::{Cli, Config};
-use marathon_lb::haproxy::{self, Paths, ValidateError};
+use marathon_lb::haproxy::{self, ValidateError};
 use marathon_lb::render::Rendered;
 use marathon_lb::run::{self, Memory};
 use marathon_lb::templates::Templates;
@@ -61,8 +61,8 @@ impl Sandbox {
     }
 
     fn validate(&self, rendered: Rendered, config: &Config) -> Result<String, ValidateError> {
-        let paths = Paths::new(&config.cli.haproxy_config);
-        haproxy::validate(rendered, &paths, config.cli.haproxy_map, "haproxy")
+        let output = &config.output;
+        haproxy::validate(rendered, &output.paths, output.map, "haproxy")
             .map(|v| v.rendered().config.clone())
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use clap::Parser;
 use marathon_lb::config::{Cli, Config};
 use marathon_lb::haproxy::isolate::{self, Isolation};
-use marathon_lb::haproxy::{self, Paths, ValidateError, ValidateOutput};
+use marathon_lb::haproxy::{self, ValidateError, ValidateOutput};
 use marathon_lb::marathon::types::AppsBody;
 use marathon_lb::model::{self, network::Resolver, HealthMemory, Service};
 use marathon_lb::render::{self, Rendered};
@@ -69,8 +69,8 @@ impl Sandbox {
 
     fn validate(&self, rendered: &Rendered) -> Result<ValidateOutput, ValidateError> {
         self.checks.set(self.checks.get() + 1);
-        let paths = Paths::new(&self.config.cli.haproxy_config);
-        haproxy::validate_verbose(rendered, &paths, self.config.cli.haproxy_map, "haproxy")
+        let output = &self.config.output;
+        haproxy::validate_verbose(rendered, &output.paths, output.map, "haproxy")
     }
 
     fn isolate(&self, services: &[Service]) -> Isolation {

@@ -19,6 +19,11 @@ pub use options::{
 use crate::haproxy::{exec, Paths, Retries};
 use crate::{model, render};
 
+/// The `--log-level` values the original (Python `logging`) knows, in any case.
+const LOG_LEVELS: &[&str] = &[
+    "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL",
+];
+
 /// Command-line flags, with the original's names, short options and defaults.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -232,6 +237,13 @@ impl Cli {
             return Err(
                 "argument --group is required: please specify at least one group name".into(),
             );
+        }
+        if !LOG_LEVELS.contains(&self.log_level.to_ascii_uppercase().as_str()) {
+            return Err(format!(
+                "argument --log-level: invalid choice: {:?} (choose from {})",
+                self.log_level,
+                LOG_LEVELS.join(", ")
+            ));
         }
         let paths = Paths::new(&self.haproxy_config);
         let model = model::Options {

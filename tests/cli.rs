@@ -367,6 +367,24 @@ fn help_names_the_enabled_label() {
 }
 
 #[test]
+fn an_unknown_log_level_is_a_usage_error() {
+    let dir = Dir::new();
+    dir.write("apps.json", ONE_APP);
+    let out = dir.run_apps(&["--group", "external", "--log-level", "bogus"]);
+    assert_status(&out, 2);
+    assert!(stderr(&out).contains("--log-level"), "{}", stderr(&out));
+    assert!(dir.files("out").is_empty());
+    let lower = dir.run_apps(&[
+        "--group",
+        "external",
+        "--skip-validation",
+        "--log-level",
+        "warning",
+    ]);
+    assert_status(&lower, 0);
+}
+
+#[test]
 fn log_lines_to_a_pipe_have_no_terminal_colours() {
     let dir = Dir::new();
     dir.write("apps.json", ONE_APP);

@@ -91,8 +91,10 @@ fn init_logging(level: &str) {
         "ERROR" | "CRITICAL" | "FATAL" => "error",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MARATHON_LB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marathon_lb={level}")));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MARATHON_LB_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("marathon_lb={level},haproxy={level}"))
+        });
     // Colour only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

@@ -96,6 +96,32 @@ async fn killing_marathon_lb_takes_its_haproxy_with_it() {
     eprintln!("HAProxy gone {:?} after kill -9", killed.elapsed());
 }
 
+/// HAProxy's own messages (workers forked, servers going down) reach marathon-lb's log at the
+/// default level, under the target `haproxy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxys_own_messages_are_in_the_log() {
+    if haproxy_missing("haproxys_own_messages_are_in_the_log") {
+        return;
+    }
+    let task = TaskServer::start("a").await;
+    let port = free_port();
+    let options = Options {
+        log_level: "DEBUG".to_owned(),
+        ..Options::default()
+    };
+    let lb = ManagedLb::start(options, &[&app("/web", port, &task)]).await;
+    lb.wait_for_answers(port, &["a"], SETTLE).await;
+    let deadline = Instant::now() + SETTLE;
+    while !lb.log().contains("haproxy: [NOTICE]") {
+        assert!(
+            Instant::now() < deadline,
+            "no HAProxy message in the log:\n{}",
+            lb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A config serving `/web` (answered by `web`) on `web_port` and `/gone` on `gone_port`.
 fn orphan_config(web_port: u16, web: &TaskServer, gone_port: u16, gone: &TaskServer) -> String {
     format!(

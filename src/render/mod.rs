@@ -4,16 +4,16 @@
 //! deterministic: the same services and templates always give the same bytes, identical to
 //! what marathon-lb 1.x writes. Runs in time linear in the number of services and tasks.
 
+mod frontends;
 mod service;
 mod vhost;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use crate::compat::clean_name;
 use crate::model::{sibling_ranges, Service};
 use crate::templates::{FormatError, Name, Template, Templates};
+use frontends::{Frontends, Shared};
 use service::{Sections, Selected};
-use vhost::{GroupedVhost, MapRulesEmitted, SharedRules};
 
 /// Why a config could not be rendered. The original aborts the run on all of these.
 #[derive(Debug, thiserror::Error)]
@@ -169,41 +169,6 @@ pub(crate) struct Renderer<'a> {
     min_chunk: usize,
 }
 
-/// `marathon_http_in` and `marathon_https_in` as they are built.
-#[derive(Debug, Default)]
-struct Frontends {
-    http: String,
-    https: String,
-}
-
-/// What the selected services add to the shared frontends.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    /// `marathon_http_appid_in`, head included.
-    appid_frontends: String,
-    /// `(weight, text)` of each vhost service for `marathon_http_in`.
-    http_rules: Vec<(i64, String)>,
-    /// `(weight, text)` of each vhost service for `marathon_https_in`.
-    https_rules: Vec<(i64, String)>,
-    /// Map rows, emitted map rules and grouped vhosts.
-    rules: SharedRules,
-}
-
-/// `crt` options of `certs`, space separated.
-fn crt_list(certs: &[&str]) -> String {
-    certs
-        .iter()
-        .map(|c| format!("crt {c}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Appends the texts of `(weight, text)` rules, in order, growing `out` once.
-fn push_texts(out: &mut String, rules: &[(i64, String)]) {
-    out.reserve(rules.iter().map(|rule| rule.1.len()).sum());
-    rules.iter().for_each(|(_, text)| out.push_str(text));
-}
-
 impl Renderer<'_> {
     /// Formats template `name` for `service` into `out`: the label override of `label`
     /// (usually the same name) or else the global text of `name`.
@@ -273,28 +238,6 @@ impl Renderer<'_> {
             domain_map: shared.rules.maps.domain.text(),
             app_map: shared.rules.maps.app.text(),
         })
-    }
-
-    /// The heads of `marathon_http_in` and `marathon_https_in` (empty without them).
-    fn frontend_heads(&self, ssl_certs: &[&str]) -> Result<Frontends, Error> {
-        let mut frontends = Frontends::default();
-        if self.options.bind_http_https {
-            frontends
-                .http
-                .push_str(self.templates.global(Name::HttpFrontendHead));
-            if self.options.group_https_by_vhost {
-                frontends
-                    .https
-                    .push_str(self.templates.global(Name::HttpsGroupedFrontendHead));
-            } else {
-                self.format_global(
-                    &mut frontends.https,
-                    Name::HttpsFrontendHead,
-                    &[("sslCerts", &crt_list(ssl_certs))],
-                )?;
-            }
-        }
-        Ok(frontends)
     }
 
     /// The services that go into the config, with their backend names and modes.
@@ -370,68 +313,6 @@ impl Renderer<'_> {
         }
     }
 
-    /// The vhost and app-id rules every selected service adds to the shared frontends.
-    fn shared_rules(&self, selected: &[Selected<'_>]) -> Result<Shared, (usize, Error)> {
-        let mut shared = Shared {
-            appid_frontends: String::from(self.templates.global(Name::HttpFrontendAppidHead)),
-            ..Shared::default()
-        };
-        let mut appids_seen: HashSet<&str> = HashSet::new();
-        for s in selected {
-            let fail = |e| (s.index, e);
-            let service = s.service;
-            if self.options.bind_http_https
-                && service.hostname.as_deref().is_some_and(|h| !h.is_empty())
-            {
-                let rules = self
-                    .vhost_rules(service, &s.backend, &mut shared.rules)
-                    .map_err(fail)?;
-                shared.http_rules.push((rules.weight, rules.http));
-                shared.https_rules.push((rules.weight, rules.https));
-            }
-            if s.mode == "http" && appids_seen.insert(&service.app_id) {
-                let rules = &mut shared.rules;
-                self.appid_rule(
-                    &mut shared.appid_frontends,
-                    &mut rules.emitted,
-                    &mut rules.maps,
-                    s,
-                )
-                .map_err(fail)?;
-            }
-        }
-        Ok(shared)
-    }
-
-    /// Appends the services' vhost rules, heaviest first, to the shared frontends.
-    fn push_vhost_rules(
-        &self,
-        frontends: &mut Frontends,
-        shared: &mut Shared,
-    ) -> Result<(), Error> {
-        // Stable sorts: equal weights keep (app id, service port) order.
-        shared
-            .http_rules
-            .sort_by_key(|rule| std::cmp::Reverse(rule.0));
-        shared
-            .https_rules
-            .sort_by_key(|rule| std::cmp::Reverse(rule.0));
-        push_texts(&mut frontends.http, &shared.http_rules);
-        if self.options.group_https_by_vhost {
-            for vhost in shared.rules.grouped.keys() {
-                let name = clean_name(vhost);
-                self.format_global(
-                    &mut frontends.https,
-                    Name::HttpsGroupedVhostFrontendAcl,
-                    &[("backend", &name), ("host", vhost)],
-                )?;
-            }
-        } else {
-            push_texts(&mut frontends.https, &shared.https_rules);
-        }
-        Ok(())
-    }
-
     /// The config text, in the original's order of sections.
     fn assemble(
         &self,
@@ -472,75 +353,6 @@ impl Renderer<'_> {
             .iter()
             .for_each(|part| config.push_str(&part.backends));
         Ok(config)
-    }
-
-    /// The backend and frontend of every vhost under `--group-https-by-vhost`.
-    fn grouped_vhost_frontends(
-        &self,
-        config: &mut String,
-        grouped: &mut BTreeMap<String, GroupedVhost>,
-        ssl_certs: &[&str],
-    ) -> Result<(), Error> {
-        for (vhost, group) in grouped {
-            let name = clean_name(vhost);
-            self.format_global(
-                config,
-                Name::HttpsGroupedVhostBackendHead,
-                &[("name", &name)],
-            )?;
-            let certs: Vec<&str> = if group.certs.is_empty() {
-                ssl_certs.to_vec()
-            } else {
-                group.certs.iter().map(String::as_str).collect()
-            };
-            let bind_opts: Vec<String> =
-                group.bind_options.iter().map(|o| format!(" {o}")).collect();
-            let args = [
-                ("name", name.as_str()),
-                ("sslCerts", &crt_list(&certs)),
-                ("bindOpts", &bind_opts.join(" ")),
-            ];
-            self.format_global(config, Name::HttpsGroupedVhostFrontendHead, &args)?;
-            group.blocks.sort_by_key(|block| std::cmp::Reverse(block.0));
-            push_texts(config, &group.blocks);
-        }
-        Ok(())
-    }
-
-    /// The `marathon_http_appid_in` rule of an app's first http service (or its map row).
-    fn appid_rule(
-        &self,
-        appid_frontends: &mut String,
-        emitted: &mut MapRulesEmitted,
-        maps: &mut Maps,
-        s: &Selected<'_>,
-    ) -> Result<(), Error> {
-        let service = s.service;
-        if self.options.haproxy_map {
-            if !emitted.appid {
-                let args = [("haproxy_dir", self.options.haproxy_dir.as_str())];
-                let label = Name::HttpFrontendAppidAcl;
-                self.format_service(
-                    appid_frontends,
-                    service,
-                    label,
-                    Name::MapHttpFrontendAppidAcl,
-                    &args,
-                )?;
-                emitted.appid = true;
-            }
-            maps.app.add(&service.app_id, &s.backend);
-            return Ok(());
-        }
-        let cleaned = clean_name(&service.app_id);
-        let args = [
-            ("cleanedUpAppId", cleaned.as_str()),
-            ("hostname", service.hostname.as_deref().unwrap_or("None")),
-            ("appId", &service.app_id),
-            ("backend", &s.backend),
-        ];
-        let name = Name::HttpFrontendAppidAcl;
-        self.format_service(appid_frontends, service, name, name, &args)
     }
 }
 

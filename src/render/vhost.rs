@@ -160,6 +160,9 @@ impl Key {
     }
 }
 
+/// Placeholders of one template use at most: every [`Key`] once.
+const MAX_KEYS: usize = 7;
+
 /// The placeholder values of one service (`host` is the vhost being routed).
 #[derive(Debug, Clone, Copy)]
 struct Values<'a> {
@@ -432,11 +435,11 @@ impl Ctx<'_> {
         keys: &[Key],
         values: &Values<'_>,
     ) -> Result<(), super::Error> {
-        let mut args = [("", ""); 7];
+        let mut args = [("", ""); MAX_KEYS];
         for (slot, key) in args.iter_mut().zip(keys) {
             *slot = (key.name(), values.get(*key));
         }
-        let args = &args[..keys.len().min(7)];
+        let args = &args[..keys.len().min(MAX_KEYS)];
         self.r.format_service(out, self.service, name, name, args)
     }
 
@@ -535,5 +538,59 @@ impl Ctx<'_> {
         }
         shared.maps.domain.add(vhost, self.backend);
         Ok(emit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every branch combination of both vhost paths.
+    fn plans() -> impl Iterator<Item = Plan> {
+        (0..16u8).flat_map(|bits| {
+            let case = Case {
+                path: bits & 1 != 0,
+                realm: bits & 2 != 0,
+                redirect: bits & 4 != 0,
+                map: bits & 8 != 0,
+            };
+            [Plan::single(case), Plan::multiple(case)]
+        })
+    }
+
+    #[test]
+    fn every_step_names_distinct_placeholders_that_fit_the_argument_buffer() {
+        for plan in plans() {
+            let steps = [
+                plan.prefix_http,
+                plan.prefix_https,
+                plan.vhost_http,
+                plan.vhost_https,
+                plan.suffix_http,
+            ];
+            for step in steps.concat() {
+                if let Step::Put(name, keys) = step {
+                    let mut names: Vec<&str> = keys.iter().map(|k| k.name()).collect();
+                    assert!(names.len() <= MAX_KEYS, "{name:?}");
+                    names.sort_unstable();
+                    names.dedup();
+                    assert_eq!(names.len(), keys.len(), "{name:?} repeats a placeholder");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn map_rules_appear_only_in_map_mode_on_the_plain_vhost_path() {
+        for plan in plans() {
+            let has_map = [plan.vhost_http, plan.vhost_https]
+                .concat()
+                .iter()
+                .any(|s| !matches!(s, Step::Put(..)));
+            let plain = plan.prefix_http.is_empty() && plan.vhost_https.len() == 1;
+            if has_map {
+                assert!(plain, "{plan:?}");
+            }
+        }
     }
 }

@@ -4,16 +4,16 @@
 //! deterministic: the same services and templates always give the same bytes, identical to
 //! what marathon-lb 1.x writes. Runs in time linear in the number of services and tasks.
 
+mod frontends;
 mod service;
 mod vhost;
 
 use std::collections::HashSet;
 
-use crate::compat::clean_name;
 use crate::model::{sibling_ranges, Service};
 use crate::templates::{FormatError, Name, Template, Templates};
+use frontends::{Frontends, Shared};
 use service::{Sections, Selected};
-use vhost::{MapRulesEmitted, SharedRules};
 
 /// Why a config could not be rendered. The original aborts the run on all of these.
 #[derive(Debug, thiserror::Error)]
@@ -219,44 +219,34 @@ impl Renderer<'_> {
     }
 
     fn render(&self, services: &[Service]) -> Result<Rendered, Error> {
-        let opts = self.options;
         let head = self.templates.global(Name::Head);
         if head.split_whitespace().any(|w| w == "daemon") || !head.contains("expose-fd listeners") {
             return Err(Error::OutdatedHead);
         }
-        let ssl_certs: Vec<&str> = if opts.ssl_certs.is_empty() {
+        let ssl_certs: Vec<&str> = if self.options.ssl_certs.is_empty() {
             vec!["/etc/ssl/cert.pem"]
         } else {
-            opts.ssl_certs.split(',').collect()
+            self.options.ssl_certs.split(',').collect()
         };
-        let crt_list = |certs: &[&str]| {
-            certs
-                .iter()
-                .map(|c| format!("crt {c}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let mut frontends = self.frontend_heads(&ssl_certs)?;
+        let selected = self.select(services);
+        let (parts, mut shared) = self.render_services(services, &selected)?;
+        self.push_vhost_rules(&mut frontends, &mut shared)?;
+        let config = self.assemble(head, &parts, &frontends, &mut shared, &ssl_certs)?;
+        Ok(Rendered {
+            config,
+            domain_map: shared.rules.maps.domain.text(),
+            app_map: shared.rules.maps.app.text(),
+        })
+    }
 
-        let mut http_frontends = String::new();
-        let mut https_frontends = String::new();
-        if opts.bind_http_https {
-            http_frontends.push_str(self.templates.global(Name::HttpFrontendHead));
-            if opts.group_https_by_vhost {
-                https_frontends.push_str(self.templates.global(Name::HttpsGroupedFrontendHead));
-            } else {
-                self.format_global(
-                    &mut https_frontends,
-                    Name::HttpsFrontendHead,
-                    &[("sslCerts", &crt_list(&ssl_certs))],
-                )?;
-            }
-        }
-
-        let siblings = sibling_ranges(services);
-        let selected: Vec<Selected<'_>> = services
+    /// The services that go into the config, with their backend names and modes.
+    fn select<'s>(&self, services: &'s [Service]) -> Vec<Selected<'s>> {
+        let groups = &self.options.groups;
+        services
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.in_groups(&opts.groups) && s.enabled && !s.backends.is_empty())
+            .filter(|(_, s)| s.in_groups(groups) && s.enabled && !s.backends.is_empty())
             .map(|(index, service)| {
                 let app_path = service
                     .app_id
@@ -276,36 +266,20 @@ impl Renderer<'_> {
                     mode,
                 }
             })
-            .collect();
+            .collect()
+    }
 
-        let mut appid_frontends = String::from(self.templates.global(Name::HttpFrontendAppidHead));
-        let mut appids_seen: HashSet<&str> = HashSet::new();
-        let mut http_rules: Vec<(i64, String)> = Vec::new();
-        let mut https_rules: Vec<(i64, String)> = Vec::new();
-        let mut rules = SharedRules::default();
-        let mut shared_rules = || -> Result<(), (usize, Error)> {
-            for s in &selected {
-                let fail = |e| (s.index, e);
-                let service = s.service;
-                if opts.bind_http_https
-                    && service.hostname.as_deref().is_some_and(|h| !h.is_empty())
-                {
-                    let rules = self
-                        .vhost_rules(service, &s.backend, &mut rules)
-                        .map_err(fail)?;
-                    http_rules.push((rules.weight, rules.http));
-                    https_rules.push((rules.weight, rules.https));
-                }
-                if s.mode == "http" && appids_seen.insert(&service.app_id) {
-                    self.appid_rule(&mut appid_frontends, &mut rules.emitted, &mut rules.maps, s)
-                        .map_err(fail)?;
-                }
-            }
-            Ok(())
-        };
+    /// Renders the per-service sections and the shared rules of `selected`; the first error
+    /// in service order wins, as in the original's single loop.
+    fn render_services(
+        &self,
+        services: &[Service],
+        selected: &[Selected<'_>],
+    ) -> Result<(Vec<Sections>, Shared), Error> {
+        let siblings = sibling_ranges(services);
+        let siblings = &siblings;
         // The per-service sections are independent: render them in parallel chunks while
         // this thread builds the rules every service contributes to.
-        let siblings = &siblings;
         let (sections, shared) = std::thread::scope(|scope| {
             let chunk = selected
                 .len()
@@ -315,99 +289,61 @@ impl Renderer<'_> {
                 .chunks(chunk)
                 .map(|part| scope.spawn(move || self.sections(part, services, siblings)))
                 .collect();
-            let shared = shared_rules();
+            let shared = self.shared_rules(selected);
             let sections = handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect::<Vec<_>>();
             (sections, shared)
         });
-        // The first error in service order wins, as in the original's single loop.
-        let mut errors: Vec<(usize, Error)> = Vec::new();
+        let mut first: Option<(usize, Error)> = None;
         let mut parts: Vec<Sections> = Vec::with_capacity(sections.len());
         for part in sections {
             match part {
                 Ok(part) => parts.push(part),
-                Err(e) => errors.push(e),
+                Err(e) if first.as_ref().is_none_or(|f| e.0 < f.0) => first = Some(e),
+                Err(_) => {}
             }
         }
-        if let Err(e) = shared {
-            errors.push(e);
+        match (first, shared) {
+            (Some(section), Err(rule)) if rule.0 < section.0 => Err(rule.1),
+            (Some(section), _) => Err(section.1),
+            (None, Err(rule)) => Err(rule.1),
+            (None, Ok(shared)) => Ok((parts, shared)),
         }
-        if let Some((_, first)) = errors.into_iter().min_by_key(|(i, _)| *i) {
-            return Err(first);
-        }
+    }
 
-        // Stable sorts: equal weights keep (app id, service port) order.
-        http_rules.sort_by_key(|rule| std::cmp::Reverse(rule.0));
-        https_rules.sort_by_key(|rule| std::cmp::Reverse(rule.0));
-        http_frontends.reserve(http_rules.iter().map(|rule| rule.1.len()).sum());
-        http_rules
-            .iter()
-            .for_each(|(_, text)| http_frontends.push_str(text));
-        if opts.group_https_by_vhost {
-            for vhost in rules.grouped.keys() {
-                let name = clean_name(vhost);
-                self.format_global(
-                    &mut https_frontends,
-                    Name::HttpsGroupedVhostFrontendAcl,
-                    &[("backend", &name), ("host", vhost)],
-                )?;
-            }
-        } else {
-            https_frontends.reserve(https_rules.iter().map(|rule| rule.1.len()).sum());
-            https_rules
-                .iter()
-                .for_each(|(_, text)| https_frontends.push_str(text));
-        }
-
+    /// The config text, in the original's order of sections.
+    fn assemble(
+        &self,
+        head: &str,
+        parts: &[Sections],
+        frontends: &Frontends,
+        shared: &mut Shared,
+        ssl_certs: &[&str],
+    ) -> Result<String, Error> {
         // Sized once: the config of 10,000 apps is several MB, and every regrowth copies it.
         let sections_len: usize = parts.iter().map(Sections::len).sum();
         let mut config = String::with_capacity(
             head.len()
                 + sections_len
-                + http_frontends.len()
-                + https_frontends.len()
-                + appid_frontends.len()
+                + frontends.http.len()
+                + frontends.https.len()
+                + shared.appid_frontends.len()
                 + 4096,
         );
         config.push_str(head);
         parts
             .iter()
             .for_each(|part| config.push_str(&part.userlists));
-        if opts.bind_http_https {
-            config.push_str(&http_frontends);
+        if self.options.bind_http_https {
+            config.push_str(&frontends.http);
         }
-        config.push_str(&appid_frontends);
-        if opts.bind_http_https {
-            config.push_str(&https_frontends);
-            if opts.group_https_by_vhost {
-                for (vhost, group) in &mut rules.grouped {
-                    let name = clean_name(vhost);
-                    self.format_global(
-                        &mut config,
-                        Name::HttpsGroupedVhostBackendHead,
-                        &[("name", &name)],
-                    )?;
-                    let certs: Vec<&str> = if group.certs.is_empty() {
-                        ssl_certs.clone()
-                    } else {
-                        group.certs.iter().map(String::as_str).collect()
-                    };
-                    let bind_opts: Vec<String> =
-                        group.bind_options.iter().map(|o| format!(" {o}")).collect();
-                    let args = [
-                        ("name", name.as_str()),
-                        ("sslCerts", &crt_list(&certs)),
-                        ("bindOpts", &bind_opts.join(" ")),
-                    ];
-                    self.format_global(&mut config, Name::HttpsGroupedVhostFrontendHead, &args)?;
-                    group.blocks.sort_by_key(|block| std::cmp::Reverse(block.0));
-                    group
-                        .blocks
-                        .iter()
-                        .for_each(|(_, text)| config.push_str(text));
-                }
+        config.push_str(&shared.appid_frontends);
+        if self.options.bind_http_https {
+            config.push_str(&frontends.https);
+            if self.options.group_https_by_vhost {
+                self.grouped_vhost_frontends(&mut config, &mut shared.rules.grouped, ssl_certs)?;
             }
         }
         parts
@@ -416,47 +352,7 @@ impl Renderer<'_> {
         parts
             .iter()
             .for_each(|part| config.push_str(&part.backends));
-        Ok(Rendered {
-            config,
-            domain_map: rules.maps.domain.text(),
-            app_map: rules.maps.app.text(),
-        })
-    }
-
-    /// The `marathon_http_appid_in` rule of an app's first http service (or its map row).
-    fn appid_rule(
-        &self,
-        appid_frontends: &mut String,
-        emitted: &mut MapRulesEmitted,
-        maps: &mut Maps,
-        s: &Selected<'_>,
-    ) -> Result<(), Error> {
-        let service = s.service;
-        if self.options.haproxy_map {
-            if !emitted.appid {
-                let args = [("haproxy_dir", self.options.haproxy_dir.as_str())];
-                let label = Name::HttpFrontendAppidAcl;
-                self.format_service(
-                    appid_frontends,
-                    service,
-                    label,
-                    Name::MapHttpFrontendAppidAcl,
-                    &args,
-                )?;
-                emitted.appid = true;
-            }
-            maps.app.add(&service.app_id, &s.backend);
-            return Ok(());
-        }
-        let cleaned = clean_name(&service.app_id);
-        let args = [
-            ("cleanedUpAppId", cleaned.as_str()),
-            ("hostname", service.hostname.as_deref().unwrap_or("None")),
-            ("appId", &service.app_id),
-            ("backend", &s.backend),
-        ];
-        let name = Name::HttpFrontendAppidAcl;
-        self.format_service(appid_frontends, service, name, name, &args)
+        Ok(config)
     }
 }
 

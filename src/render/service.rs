@@ -8,7 +8,8 @@ use sha1::{Digest, Sha1};
 
 use super::{Error, Renderer};
 use crate::compat::{number_str, server_id};
-use crate::model::Service;
+use crate::marathon::types::HealthCheck;
+use crate::model::{Backend, Service};
 use crate::templates::{Name, Template};
 
 /// The text one service (or a run of services) contributes to each part of the config.
@@ -86,32 +87,7 @@ impl Renderer<'_> {
                 )?;
             }
         }
-        let port = service.service_port.to_string();
-        let ssl_cert = service
-            .ssl_cert
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .map(|c| format!(" ssl crt {c}"));
-        let bind_options = service
-            .bind_options
-            .as_deref()
-            .filter(|o| !o.is_empty())
-            .map(|o| format!(" {o}"));
-        let args = [
-            ("bindAddr", service.bind_addr.as_str()),
-            ("backend", backend),
-            ("servicePort", &port),
-            ("mode", mode),
-            ("sslCert", ssl_cert.as_deref().unwrap_or("")),
-            ("bindOptions", bind_options.as_deref().unwrap_or("")),
-        ];
-        self.format_service(
-            &mut out.frontends,
-            service,
-            Name::FrontendHead,
-            Name::FrontendHead,
-            &args,
-        )?;
+        self.frontend_head(&mut out.frontends, s)?;
         let args = [
             ("backend", backend),
             ("balance", &service.balance),
@@ -127,31 +103,7 @@ impl Renderer<'_> {
         if mode == "http" {
             self.http_backend_options(&mut out.backends, service)?;
         }
-        if let Some(networks) = service.network_allowed.as_deref().filter(|n| !n.is_empty()) {
-            let names = match mode {
-                "http" => Some((
-                    Name::HttpBackendNetworkAllowedAcl,
-                    Name::HttpBackendAclAllowDeny,
-                )),
-                "tcp" => Some((
-                    Name::TcpBackendNetworkAllowedAcl,
-                    Name::TcpBackendAclAllowDeny,
-                )),
-                _ => None,
-            };
-            if let Some((acl, allow_deny)) = names {
-                for network in networks.split_whitespace() {
-                    self.format_service(
-                        &mut out.backends,
-                        service,
-                        acl,
-                        acl,
-                        &[("network_allowed", network)],
-                    )?;
-                }
-                out.backends.push_str(self.templates.global(allow_deny));
-            }
-        }
+        self.network_allowed(&mut out.backends, service, mode)?;
         if service.sticky {
             out.backends
                 .push_str(self.verbatim(service, Name::BackendStickyOptions));
@@ -165,6 +117,61 @@ impl Renderer<'_> {
             &[("backend", backend)],
         )?;
         self.servers(&mut out.backends, service, mode, siblings)
+    }
+
+    /// The head of the service's own frontend.
+    fn frontend_head(&self, frontends: &mut String, s: &Selected<'_>) -> Result<(), Error> {
+        let service = s.service;
+        let port = service.service_port.to_string();
+        let ssl_cert = service
+            .ssl_cert
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(|c| format!(" ssl crt {c}"));
+        let bind_options = service
+            .bind_options
+            .as_deref()
+            .filter(|o| !o.is_empty())
+            .map(|o| format!(" {o}"));
+        let args = [
+            ("bindAddr", service.bind_addr.as_str()),
+            ("backend", s.backend.as_str()),
+            ("servicePort", &port),
+            ("mode", s.mode),
+            ("sslCert", ssl_cert.as_deref().unwrap_or("")),
+            ("bindOptions", bind_options.as_deref().unwrap_or("")),
+        ];
+        let name = Name::FrontendHead;
+        self.format_service(frontends, service, name, name, &args)
+    }
+
+    /// The `HAPROXY_{n}_NETWORK_ALLOWED` ACLs of an http or tcp backend.
+    fn network_allowed(
+        &self,
+        backends: &mut String,
+        service: &Service,
+        mode: &str,
+    ) -> Result<(), Error> {
+        let Some(networks) = service.network_allowed.as_deref().filter(|n| !n.is_empty()) else {
+            return Ok(());
+        };
+        let (acl, allow_deny) = match mode {
+            "http" => (
+                Name::HttpBackendNetworkAllowedAcl,
+                Name::HttpBackendAclAllowDeny,
+            ),
+            "tcp" => (
+                Name::TcpBackendNetworkAllowedAcl,
+                Name::TcpBackendAclAllowDeny,
+            ),
+            _ => return Ok(()),
+        };
+        for network in networks.split_whitespace() {
+            let args = [("network_allowed", network)];
+            self.format_service(backends, service, acl, acl, &args)?;
+        }
+        backends.push_str(self.templates.global(allow_deny));
+        Ok(())
     }
 
     /// HSTS, forwarding headers, and the proxy-pass / reverse-proxy / redirect glue of http backends.
@@ -224,108 +231,54 @@ impl Renderer<'_> {
             (hc, tcp)
         });
         if let Some((hc, tcp)) = check {
-            let name = if tcp {
-                Some(Name::BackendTcpHealthcheckOptions)
-            } else if mode == "http" {
-                Some(Name::BackendHttpHealthcheckOptions)
-            } else {
-                None
-            };
-            if let Some(name) = name {
-                let text = self.verbatim(service, name);
-                if !text.is_empty() {
-                    let port = self.health_check_port(service, siblings, 0)?;
-                    let args = HealthCheckArgs::new(service, hc, Some(port))?;
-                    self.format_service(backends, service, name, name, &args.as_slice())?;
-                }
-            }
+            self.backend_check_options(backends, service, mode, siblings, hc, tcp)?;
         }
-
-        // The server-level check options are stripped and prefixed with one space, once.
-        let server_check = match check {
-            Some((hc, true)) => Some((hc, Name::BackendServerTcpHealthcheckOptions)),
-            Some((hc, false)) if mode == "http" => {
-                Some((hc, Name::BackendServerHttpHealthcheckOptions))
-            }
-            _ => None,
-        }
-        .and_then(|(hc, name)| {
-            let text = self.verbatim(service, name).trim();
-            (!text.is_empty()).then(|| (hc, name, Template::new(format!(" {text}"))))
-        });
+        let server_check = self.server_check(service, mode, check);
         let fixed_port = match (&server_check, service.healthcheck_port_index) {
-            (Some((hc, _, _)), None) => Some(HealthCheckArgs::new(
+            (Some(sc), None) => Some(HealthCheckArgs::new(
                 service,
-                hc,
-                hc.port.as_ref().and_then(|p| p.as_i64()),
+                sc.hc,
+                sc.hc.port.as_ref().and_then(|p| p.as_i64()),
             )?),
             _ => None,
         };
-
         let fixed_args = fixed_port.as_ref().map(HealthCheckArgs::as_slice);
         let server_template = service
             .template(Name::BackendServerOptions)
             .unwrap_or_else(|| self.templates.get(Name::BackendServerOptions));
         // Reused across servers: a service can have thousands of them.
-        let (mut name, mut id, mut port, mut cookie, mut check_options) = (
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        );
+        let mut line = ServerLine::default();
         let mut taken = HashSet::new();
         for (index, server) in service.backends.iter().enumerate() {
-            name.clear();
-            if server.host != server.ip {
-                push_clean(&mut name, &server.host);
-                name.push('_');
-            }
-            push_clean(&mut name, &server.ip);
-            name.push('_');
-            push_int(&mut name, server.port);
-            id.clear();
-            push_int(&mut id, i64::from(server_id(&name, &mut taken)));
-            port.clear();
-            push_int(&mut port, server.port);
-
-            check_options.clear();
-            if let Some((hc, template_name, template)) = &server_check {
+            line.name_server(server, &mut taken);
+            line.check_options.clear();
+            if let Some(sc) = &server_check {
                 let (per_server, per_server_args);
                 let args: &[(&str, &str)] = match &fixed_args {
                     Some(args) => args,
                     None => {
                         let port = self.health_check_port(service, siblings, index)?;
-                        per_server = HealthCheckArgs::new(service, hc, Some(port))?;
+                        per_server = HealthCheckArgs::new(service, sc.hc, Some(port))?;
                         per_server_args = per_server.as_slice();
                         &per_server_args
                     }
                 };
-                template
-                    .format_into(&mut check_options, args)
-                    .map_err(|source| Error::Template {
-                        app_id: Some(service.app_id.clone()),
-                        template: template_name.full_name(),
-                        label: service
-                            .template(*template_name)
-                            .map(|_| format!("HAPROXY_{{n}}_{}", template_name.spec().name)),
-                        source,
-                    })?;
+                sc.format_into(&mut line.check_options, service, args)?;
             }
-            cookie.clear();
+            line.cookie.clear();
             if service.sticky {
-                let digest = hex::encode(Sha1::digest(name.as_bytes()));
-                cookie.push_str(" check cookie ");
-                cookie.push_str(&digest[..10]);
+                let digest = hex::encode(Sha1::digest(line.name.as_bytes()));
+                line.cookie.push_str(" check cookie ");
+                line.cookie.push_str(&digest[..10]);
             }
             let args = [
                 ("host", server.host.as_str()),
                 ("host_ipv4", &server.ip),
-                ("port", &port),
-                ("serverName", &name),
-                ("serverId", &id),
-                ("cookieOptions", &cookie),
-                ("healthCheckOptions", &check_options),
+                ("port", &line.port),
+                ("serverName", &line.name),
+                ("serverId", &line.id),
+                ("cookieOptions", &line.cookie),
+                ("healthCheckOptions", &line.check_options),
                 (
                     "otherOptions",
                     if server.draining { " disabled" } else { "" },
@@ -343,6 +296,52 @@ impl Renderer<'_> {
                 })?;
         }
         Ok(())
+    }
+
+    /// The backend-level health-check options (`option httpchk` and the like).
+    fn backend_check_options(
+        &self,
+        backends: &mut String,
+        service: &Service,
+        mode: &str,
+        siblings: &[Service],
+        hc: &HealthCheck,
+        tcp: bool,
+    ) -> Result<(), Error> {
+        let name = if tcp {
+            Name::BackendTcpHealthcheckOptions
+        } else if mode == "http" {
+            Name::BackendHttpHealthcheckOptions
+        } else {
+            return Ok(());
+        };
+        if self.verbatim(service, name).is_empty() {
+            return Ok(());
+        }
+        let port = self.health_check_port(service, siblings, 0)?;
+        let args = HealthCheckArgs::new(service, hc, Some(port))?;
+        self.format_service(backends, service, name, name, &args.as_slice())
+    }
+
+    /// The server-level check options template, stripped and prefixed with one space once;
+    /// `None` when the service has no check for its mode or the template is empty.
+    fn server_check<'h>(
+        &self,
+        service: &Service,
+        mode: &str,
+        check: Option<(&'h HealthCheck, bool)>,
+    ) -> Option<ServerCheck<'h>> {
+        let (hc, name) = match check {
+            Some((hc, true)) => (hc, Name::BackendServerTcpHealthcheckOptions),
+            Some((hc, false)) if mode == "http" => (hc, Name::BackendServerHttpHealthcheckOptions),
+            _ => return None,
+        };
+        let text = self.verbatim(service, name).trim();
+        (!text.is_empty()).then(|| ServerCheck {
+            hc,
+            name,
+            template: Template::new(format!(" {text}")),
+        })
     }
 
     /// The port to health-check backend `index` on: the same-index backend of the service
@@ -376,6 +375,64 @@ impl Renderer<'_> {
     }
 }
 
+/// A service's server-level health-check options template.
+struct ServerCheck<'h> {
+    /// The service's health check.
+    hc: &'h HealthCheck,
+    /// Which template it is (for errors).
+    name: Name,
+    /// The prepared template.
+    template: Template,
+}
+
+impl ServerCheck<'_> {
+    fn format_into(
+        &self,
+        out: &mut String,
+        service: &Service,
+        args: &[(&str, &str)],
+    ) -> Result<(), Error> {
+        self.template
+            .format_into(out, args)
+            .map_err(|source| Error::Template {
+                app_id: Some(service.app_id.clone()),
+                template: self.name.full_name(),
+                label: service
+                    .template(self.name)
+                    .map(|_| format!("HAPROXY_{{n}}_{}", self.name.spec().name)),
+                source,
+            })
+    }
+}
+
+/// The per-server placeholder values, reused from server to server.
+#[derive(Debug, Default)]
+struct ServerLine {
+    name: String,
+    id: String,
+    port: String,
+    cookie: String,
+    check_options: String,
+}
+
+impl ServerLine {
+    /// Sets the server's name, unique id and port.
+    fn name_server(&mut self, server: &Backend, taken: &mut HashSet<u32>) {
+        self.name.clear();
+        if server.host != server.ip {
+            push_clean(&mut self.name, &server.host);
+            self.name.push('_');
+        }
+        push_clean(&mut self.name, &server.ip);
+        self.name.push('_');
+        push_int(&mut self.name, server.port);
+        self.id.clear();
+        push_int(&mut self.id, i64::from(server_id(&self.name, taken)));
+        self.port.clear();
+        push_int(&mut self.port, server.port);
+    }
+}
+
 /// Appends `text` with every character outside `[a-zA-Z0-9-]` replaced by `_`.
 fn push_clean(out: &mut String, text: &str) {
     out.extend(text.chars().map(|c| {
@@ -399,11 +456,7 @@ struct HealthCheckArgs {
 }
 
 impl HealthCheckArgs {
-    fn new(
-        service: &Service,
-        hc: &crate::marathon::types::HealthCheck,
-        port: Option<i64>,
-    ) -> Result<Self, Error> {
+    fn new(service: &Service, hc: &HealthCheck, port: Option<i64>) -> Result<Self, Error> {
         fn need<'n>(
             value: &'n Option<serde_json::Number>,
             field: &'static str,

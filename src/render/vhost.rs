@@ -1,11 +1,15 @@
 //! The vhost routing rules of one service for the shared `marathon_http_in` and
 //! `marathon_https_in` frontends (and the per-vhost frontends of `--group-https-by-vhost`).
 //!
-//! The branch structure mirrors which template marathon-lb 1.x uses for each combination of
-//! single/multiple vhosts, path, auth, redirect-to-https and map mode; each template receives
-//! exactly the placeholders the original passes it, so user templates keep working.
+//! One path serves single and multiple vhosts: [`plan::Plan`] says which templates (with which
+//! placeholders) marathon-lb 1.x formats for the service's branch, and `Ctx::apply` runs
+//! them for each vhost, adding blocks to the grouped frontends and rows to the maps.
+
+mod plan;
 
 use std::collections::BTreeMap;
+
+use plan::{Case, Key, Plan, Step, Values, MAX_KEYS};
 
 use super::{Maps, Renderer};
 use crate::compat::clean_name;
@@ -99,23 +103,36 @@ impl Renderer<'_> {
             .as_ref()
             .map(|a| a.realm.as_str())
             .filter(|r| !r.is_empty());
+        let case = Case {
+            path: path.is_some(),
+            realm: realm.is_some(),
+            redirect: service.redirect_http_to_https,
+            map: self.options.haproxy_map,
+        };
+        let plan = if hostname.contains(',') {
+            Plan::multiple(case)
+        } else {
+            Plan::single(case)
+        };
         let ctx = Ctx {
             r: self,
             service,
             backend,
-            acl: &acl,
-            bind_addr: &service.bind_addr,
+            values: Values {
+                acl: &acl,
+                host: first_vhost,
+                path: path.unwrap_or_default(),
+                app_id: &service.app_id,
+                realm: realm.unwrap_or_default(),
+                backend,
+                bind_addr: &service.bind_addr,
+            },
         };
         let mut out = VhostRules {
             weight: service.backend_weight,
             ..Default::default()
         };
-
-        if hostname.contains(',') {
-            ctx.multiple_vhosts(hostname, path, realm, shared, &mut out)?;
-        } else {
-            ctx.single_vhost(hostname, path, realm, shared, &mut out)?;
-        }
+        ctx.apply(&plan, hostname, shared, &mut out)?;
         Ok(out)
     }
 }
@@ -125,362 +142,115 @@ struct Ctx<'a> {
     r: &'a Renderer<'a>,
     service: &'a Service,
     backend: &'a str,
-    acl: &'a str,
-    bind_addr: &'a str,
+    values: Values<'a>,
 }
 
 impl Ctx<'_> {
-    fn put(&self, out: &mut String, name: Name, args: &[(&str, &str)]) -> Result<(), super::Error> {
+    /// Runs `plan` for every vhost of the comma-separated `hostname`.
+    fn apply(
+        &self,
+        plan: &Plan,
+        hostname: &str,
+        shared: &mut SharedRules,
+        out: &mut VhostRules,
+    ) -> Result<(), super::Error> {
+        for step in plan.prefix_http {
+            self.http_step(*step, &self.values, shared, out)?;
+        }
+        for step in plan.prefix_https {
+            self.https_step(*step, &self.values, shared, out)?;
+        }
+        let prefix_len = out.https.len();
+        for vhost in hostname.split(',') {
+            if plan.share_prefix {
+                let path_acls = out.https[..prefix_len].to_owned();
+                let group = shared.grouped.entry(vhost.to_owned()).or_default();
+                group.blocks.push((out.weight, path_acls));
+            }
+            GroupedVhost::note_service(&mut shared.grouped, vhost, self.service);
+            let values = Values {
+                host: vhost,
+                ..self.values
+            };
+            for step in plan.vhost_http {
+                self.http_step(*step, &values, shared, out)?;
+            }
+            for step in plan.vhost_https {
+                let start = out.https.len();
+                if self.https_step(*step, &values, shared, out)? {
+                    let block = out.https[start..].to_owned();
+                    let group = shared.grouped.entry(vhost.to_owned()).or_default();
+                    group.blocks.push((out.weight, block));
+                }
+            }
+        }
+        for step in plan.suffix_http {
+            self.http_step(*step, &self.values, shared, out)?;
+        }
+        Ok(())
+    }
+
+    /// Formats template `name` with the placeholders `keys` into `out`.
+    fn put(
+        &self,
+        out: &mut String,
+        name: Name,
+        keys: &[Key],
+        values: &Values<'_>,
+    ) -> Result<(), super::Error> {
+        let mut args = [("", ""); MAX_KEYS];
+        for (slot, key) in args.iter_mut().zip(keys) {
+            *slot = (key.name(), values.get(*key));
+        }
+        let args = &args[..keys.len().min(MAX_KEYS)];
         self.r.format_service(out, self.service, name, name, args)
     }
 
-    /// A map template, overridden per app by the *non-map* label (as in the original).
-    fn put_map(
+    /// A step of `marathon_http_in`.
+    fn http_step(
         &self,
-        out: &mut String,
-        label: Name,
-        global: Name,
-        args: &[(&str, &str)],
-    ) -> Result<(), super::Error> {
-        self.r
-            .format_service(out, self.service, label, global, args)
-    }
-
-    fn text(&self, name: Name, args: &[(&str, &str)]) -> Result<String, super::Error> {
-        let mut s = String::new();
-        self.put(&mut s, name, args)?;
-        Ok(s)
-    }
-
-    fn multiple_vhosts(
-        &self,
-        hostname: &str,
-        path: Option<&str>,
-        realm: Option<&str>,
+        step: Step,
+        values: &Values<'_>,
         shared: &mut SharedRules,
         out: &mut VhostRules,
     ) -> Result<(), super::Error> {
-        let SharedRules {
-            emitted,
-            maps,
-            grouped,
-        } = shared;
-        let (backend, acl, app_id) = (self.backend, self.acl, self.service.app_id.as_str());
-        let vhosts: Vec<&str> = hostname.split(',').collect();
-        let map_mode = self.r.options.haproxy_map;
-        if let Some(path) = path {
-            if let Some(realm) = realm {
-                let args = [
-                    ("path", path),
-                    ("cleanedUpHostname", acl),
-                    ("hostname", vhosts[0]),
-                    ("realm", realm),
-                    ("backend", backend),
-                ];
-                self.put(
-                    &mut out.http,
-                    Name::HttpFrontendAclOnlyWithPathAndAuth,
-                    &args,
-                )?;
-                self.put(&mut out.https, Name::HttpsFrontendAclOnlyWithPath, &args)?;
-            } else {
-                let args = [("path", path), ("backend", backend)];
-                self.put(&mut out.http, Name::HttpFrontendAclOnlyWithPath, &args)?;
-                self.put(&mut out.https, Name::HttpsFrontendAclOnlyWithPath, &args)?;
-            }
+        match step {
+            Step::Put(name, keys) => self.put(&mut out.http, name, keys, values),
+            Step::HttpMap { label, global } => self.http_map_rule(
+                out,
+                label,
+                global,
+                &mut shared.emitted,
+                &mut shared.maps,
+                values.host,
+            ),
+            Step::HttpsMap => self.https_map_rule(out, shared, values.host).map(|_| ()),
         }
-        let path_acls = out.https.clone();
-        for &vhost in &vhosts {
-            grouped
-                .entry(vhost.to_owned())
-                .or_default()
-                .blocks
-                .push((out.weight, path_acls.clone()));
-            GroupedVhost::note_service(grouped, vhost, self.service);
-
-            if map_mode && path.is_none() && realm.is_none() && !self.service.redirect_http_to_https
-            {
-                self.http_map_rule(
-                    out,
-                    Name::HttpFrontendAclOnly,
-                    Name::MapHttpFrontendAclOnly,
-                    emitted,
-                    maps,
-                    vhost,
-                )?;
-            } else {
-                self.put(
-                    &mut out.http,
-                    Name::HttpFrontendAclOnly,
-                    &[("cleanedUpHostname", acl), ("hostname", vhost)],
-                )?;
-            }
-
-            let block = match (path, realm) {
-                (Some(_), Some(realm)) => Some(self.text(
-                    Name::HttpsFrontendAclWithAuthAndPath,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", vhost),
-                        ("appId", app_id),
-                        ("realm", realm),
-                        ("backend", backend),
-                    ],
-                )?),
-                (Some(_), None) => Some(self.text(
-                    Name::HttpsFrontendAclWithPath,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", vhost),
-                        ("appId", app_id),
-                        ("backend", backend),
-                    ],
-                )?),
-                (None, Some(realm)) => Some(self.text(
-                    Name::HttpsFrontendAclWithAuth,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", vhost),
-                        ("appId", app_id),
-                        ("realm", realm),
-                        ("backend", backend),
-                    ],
-                )?),
-                (None, None) if map_mode => self.https_map_rule(out, emitted, maps, vhost)?,
-                (None, None) => Some(self.text(
-                    Name::HttpsFrontendAcl,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", vhost),
-                        ("appId", app_id),
-                        ("backend", backend),
-                    ],
-                )?),
-            };
-            if let Some(block) = block {
-                out.https.push_str(&block);
-                grouped
-                    .entry(vhost.to_owned())
-                    .or_default()
-                    .blocks
-                    .push((out.weight, block));
-            }
-        }
-
-        if self.service.redirect_http_to_https {
-            if path.is_some() {
-                let args = [
-                    ("bindAddr", self.bind_addr),
-                    ("cleanedUpHostname", acl),
-                    ("backend", backend),
-                ];
-                self.put(
-                    &mut out.http,
-                    Name::BackendRedirectHttpToHttpsWithPath,
-                    &args,
-                )?;
-            } else {
-                let args = [("bindAddr", self.bind_addr), ("cleanedUpHostname", acl)];
-                self.put(&mut out.http, Name::BackendRedirectHttpToHttps, &args)?;
-            }
-        } else {
-            match (path, realm) {
-                (Some(_), Some(realm)) => self.put(
-                    &mut out.http,
-                    Name::HttpFrontendRoutingOnlyWithPathAndAuth,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("realm", realm),
-                        ("backend", backend),
-                    ],
-                )?,
-                (Some(_), None) => self.put(
-                    &mut out.http,
-                    Name::HttpFrontendRoutingOnlyWithPath,
-                    &[("cleanedUpHostname", acl), ("backend", backend)],
-                )?,
-                (None, Some(realm)) => self.put(
-                    &mut out.http,
-                    Name::HttpFrontendRoutingOnlyWithAuth,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("realm", realm),
-                        ("backend", backend),
-                    ],
-                )?,
-                (None, None) if map_mode => {}
-                (None, None) => self.put(
-                    &mut out.http,
-                    Name::HttpFrontendRoutingOnly,
-                    &[("cleanedUpHostname", acl), ("backend", backend)],
-                )?,
-            }
-        }
-        Ok(())
     }
 
-    fn single_vhost(
+    /// A step of `marathon_https_in`; whether it added a block (a map rule adds one only
+    /// for the first service that needs it).
+    fn https_step(
         &self,
-        hostname: &str,
-        path: Option<&str>,
-        realm: Option<&str>,
+        step: Step,
+        values: &Values<'_>,
         shared: &mut SharedRules,
         out: &mut VhostRules,
-    ) -> Result<(), super::Error> {
-        let SharedRules {
-            emitted,
-            maps,
-            grouped,
-        } = shared;
-        let (backend, acl, app_id) = (self.backend, self.acl, self.service.app_id.as_str());
-        let map_mode = self.r.options.haproxy_map;
-        GroupedVhost::note_service(grouped, hostname, self.service);
-        let mut https_blocks: Vec<String> = Vec::new();
-
-        if let Some(path) = path {
-            if self.service.redirect_http_to_https {
-                self.put(
-                    &mut out.http,
-                    Name::HttpFrontendAclOnly,
-                    &[("cleanedUpHostname", acl), ("hostname", hostname)],
-                )?;
-                self.put(
-                    &mut out.http,
-                    Name::HttpFrontendAclOnlyWithPath,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", hostname),
-                        ("path", path),
-                        ("backend", backend),
-                    ],
-                )?;
-                let args = [
-                    ("bindAddr", self.bind_addr),
-                    ("cleanedUpHostname", acl),
-                    ("backend", backend),
-                ];
-                self.put(
-                    &mut out.http,
-                    Name::BackendRedirectHttpToHttpsWithPath,
-                    &args,
-                )?;
-            } else if let Some(realm) = realm {
-                let args = [
-                    ("cleanedUpHostname", acl),
-                    ("hostname", hostname),
-                    ("path", path),
-                    ("appId", app_id),
-                    ("realm", realm),
-                    ("backend", backend),
-                ];
-                self.put(&mut out.http, Name::HttpFrontendAclWithAuthAndPath, &args)?;
-            } else {
-                let args = [
-                    ("cleanedUpHostname", acl),
-                    ("hostname", hostname),
-                    ("path", path),
-                    ("appId", app_id),
-                    ("backend", backend),
-                ];
-                self.put(&mut out.http, Name::HttpFrontendAclWithPath, &args)?;
-            }
-            https_blocks.push(self.text(
-                Name::HttpsFrontendAclOnlyWithPath,
-                &[("path", path), ("backend", backend)],
-            )?);
-            https_blocks.push(match realm {
-                Some(realm) => self.text(
-                    Name::HttpsFrontendAclWithAuthAndPath,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", hostname),
-                        ("path", path),
-                        ("appId", app_id),
-                        ("realm", realm),
-                        ("backend", backend),
-                    ],
-                )?,
-                None => self.text(
-                    Name::HttpsFrontendAclWithPath,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", hostname),
-                        ("appId", app_id),
-                        ("backend", backend),
-                    ],
-                )?,
-            });
-        } else {
-            if self.service.redirect_http_to_https {
-                self.put(
-                    &mut out.http,
-                    Name::HttpFrontendAcl,
-                    &[
-                        ("cleanedUpHostname", acl),
-                        ("hostname", hostname),
-                        ("backend", backend),
-                    ],
-                )?;
-                let args = [("bindAddr", self.bind_addr), ("cleanedUpHostname", acl)];
-                self.put(&mut out.http, Name::BackendRedirectHttpToHttps, &args)?;
-            } else if let Some(realm) = realm {
-                let args = [
-                    ("cleanedUpHostname", acl),
-                    ("hostname", hostname),
-                    ("appId", app_id),
-                    ("realm", realm),
-                    ("backend", backend),
-                ];
-                self.put(&mut out.http, Name::HttpFrontendAclWithAuth, &args)?;
-            } else if map_mode {
-                self.http_map_rule(
+    ) -> Result<bool, super::Error> {
+        match step {
+            Step::Put(name, keys) => self.put(&mut out.https, name, keys, values).map(|()| true),
+            Step::HttpMap { label, global } => self
+                .http_map_rule(
                     out,
-                    Name::HttpFrontendAcl,
-                    Name::MapHttpFrontendAcl,
-                    emitted,
-                    maps,
-                    hostname,
-                )?;
-            } else {
-                let args = [
-                    ("cleanedUpHostname", acl),
-                    ("hostname", hostname),
-                    ("appId", app_id),
-                    ("backend", backend),
-                ];
-                self.put(&mut out.http, Name::HttpFrontendAcl, &args)?;
-            }
-
-            if let Some(realm) = realm {
-                let args = [
-                    ("cleanedUpHostname", acl),
-                    ("hostname", hostname),
-                    ("appId", app_id),
-                    ("realm", realm),
-                    ("backend", backend),
-                ];
-                https_blocks.push(self.text(Name::HttpsFrontendAclWithAuth, &args)?);
-            } else if map_mode {
-                https_blocks.extend(self.https_map_rule(out, emitted, maps, hostname)?);
-            } else {
-                let args = [
-                    ("cleanedUpHostname", acl),
-                    ("hostname", hostname),
-                    ("appId", app_id),
-                    ("backend", backend),
-                ];
-                https_blocks.push(self.text(Name::HttpsFrontendAcl, &args)?);
-            }
+                    label,
+                    global,
+                    &mut shared.emitted,
+                    &mut shared.maps,
+                    values.host,
+                )
+                .map(|()| false),
+            Step::HttpsMap => self.https_map_rule(out, shared, values.host),
         }
-        for block in https_blocks {
-            out.https.push_str(&block);
-            grouped
-                .entry(hostname.to_owned())
-                .or_default()
-                .blocks
-                .push((out.weight, block));
-        }
-        Ok(())
     }
 
     /// The shared `use_backend ... map(domain2backend.map)` rule of `marathon_http_in`: the
@@ -498,39 +268,38 @@ impl Ctx<'_> {
         if !emitted.http {
             out.weight = -1;
             let args = [("haproxy_dir", self.r.options.haproxy_dir.as_str())];
-            self.put_map(&mut out.http, label, global, &args)?;
+            self.r
+                .format_service(&mut out.http, self.service, label, global, &args)?;
             emitted.http = true;
         }
         maps.domain.add(vhost, self.backend);
         Ok(())
     }
 
-    /// The same for `marathon_https_in`; returns the rule block when this service emits it.
+    /// The same for `marathon_https_in`, into `out.https`; whether this service emitted it.
     fn https_map_rule(
         &self,
         out: &mut VhostRules,
-        emitted: &mut MapRulesEmitted,
-        maps: &mut Maps,
+        shared: &mut SharedRules,
         vhost: &str,
-    ) -> Result<Option<String>, super::Error> {
-        let mut block = None;
-        if !emitted.https {
+    ) -> Result<bool, super::Error> {
+        let emit = !shared.emitted.https;
+        if emit {
             out.weight = -1;
-            emitted.https = true;
-            let mut s = String::new();
+            shared.emitted.https = true;
             let args = [
                 ("hostname", vhost),
                 ("haproxy_dir", self.r.options.haproxy_dir.as_str()),
             ];
-            self.put_map(
-                &mut s,
+            self.r.format_service(
+                &mut out.https,
+                self.service,
                 Name::HttpsFrontendAcl,
                 Name::MapHttpsFrontendAcl,
                 &args,
             )?;
-            block = Some(s);
         }
-        maps.domain.add(vhost, self.backend);
-        Ok(block)
+        shared.maps.domain.add(vhost, self.backend);
+        Ok(emit)
     }
 }

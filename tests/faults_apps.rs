@@ -11,22 +11,10 @@ mod managed;
 
 use std::time::{Duration, Instant};
 
-use managed::{free_port, haproxy_missing, App, ManagedLb, Options, TaskServer};
+use managed::{app, free_port, haproxy_missing, tasks, App, ManagedLb, Options};
 use serde_json::{json, Value};
 
 const SETTLE: Duration = Duration::from_secs(10);
-
-async fn tasks(names: &[&str]) -> Vec<TaskServer> {
-    let mut out = Vec::new();
-    for name in names {
-        out.push(TaskServer::start(name).await);
-    }
-    out
-}
-
-fn app(id: &str, port: u16, servers: &[&TaskServer]) -> App {
-    App::new(id, port, servers.iter().map(|s| s.task()).collect())
-}
 
 /// A `/v2/apps` body of these app entries (JSON values, so a test can break their types).
 fn body(apps: &[Value]) -> String {

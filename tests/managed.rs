@@ -15,21 +15,9 @@ mod managed;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use managed::{free_port, haproxy_missing, App, ManagedLb, Options, TaskServer};
+use managed::{app, free_port, haproxy_missing, tasks, App, ManagedLb, Options, TaskServer};
 
 const SETTLE: Duration = Duration::from_secs(10);
-
-async fn tasks(names: &[&str]) -> Vec<TaskServer> {
-    let mut out = Vec::new();
-    for name in names {
-        out.push(TaskServer::start(name).await);
-    }
-    out
-}
-
-fn app(id: &str, port: u16, servers: &[&TaskServer]) -> App {
-    App::new(id, port, servers.iter().map(|s| s.task()).collect())
-}
 
 fn only_initial() -> BTreeMap<String, u64> {
     BTreeMap::from([("initial".to_owned(), 1)])

@@ -24,6 +24,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+/// Starts one task server per name, in order.
+pub async fn tasks(names: &[&str]) -> Vec<TaskServer> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push(TaskServer::start(name).await);
+    }
+    out
+}
+
+/// An app `id` on service `port` whose tasks are these servers.
+pub fn app(id: &str, port: u16, servers: &[&TaskServer]) -> App {
+    App::new(id, port, servers.iter().map(|s| s.task()).collect())
+}
+
 /// Whether `haproxy` is missing from PATH; if so, prints a loud SKIP line for `test`.
 pub fn haproxy_missing(test: &str) -> bool {
     let missing = Command::new("haproxy").arg("-v").output().is_err();

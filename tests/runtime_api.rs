@@ -52,13 +52,7 @@ async fn get(port: u16) -> String {
     out.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use marathon_lb_testkit::ports::free_port;
 
 fn config(dir: &Path, front: u16, servers: &[(&str, u16, bool)]) -> String {
     let mut s = format!(

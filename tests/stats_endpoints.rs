@@ -25,13 +25,7 @@ use marathon_lb::templates::{self, Templates};
 use tokio::sync::{mpsc, watch};
 
 /// A port nobody listens on right now (bound and released; good enough for a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use marathon_lb_testkit::ports::free_port;
 
 /// `text` with `from` replaced by `to`; `from` must occur, so a changed head fails loudly.
 fn replace(text: &str, from: &str, to: &str) -> String {

@@ -44,13 +44,7 @@ async fn named_echo(name: &'static str) -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use marathon_lb_testkit::ports::free_port;
 
 /// A temp dir with the config, the sockets, and a front port for HAProxy.
 struct Sandbox {

@@ -8,7 +8,9 @@
 //!   stream, upgraded echo) for the `kubeapi-proxy` end-to-end test.
 //! - [`haproxy`]: the built-in `HAPROXY_HEAD` made usable without root, and the test
 //!   certificate, shared by the product's integration tests and benches.
+//! - [`ports`]: listening ports reserved across test processes (no two tests get one port).
 
 pub mod fake_kube_apiserver;
 pub mod fake_marathon;
 pub mod haproxy;
+pub mod ports;

@@ -49,14 +49,7 @@ pub fn haproxy_missing(test: &str) -> bool {
     missing
 }
 
-/// A port nobody listens on right now (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use marathon_lb_testkit::ports::free_port;
 
 /// A task: a tiny HTTP/1.1 server on `127.0.0.1:0` answering every request with its name
 /// (keep-alive unless the request says otherwise). Stops accepting when dropped.
@@ -628,7 +621,12 @@ impl ManagedLb {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let again = answers(port, None, 2 * n).await;
-        assert_eq!(again, want, "answers changed after settling");
+        assert_eq!(
+            again,
+            want,
+            "port {port}: answers changed after settling; log:\n{}",
+            self.log()
+        );
     }
 
     /// Waits (up to `timeout`) until `f(self)` holds.

@@ -23,16 +23,7 @@ pub fn tools_available(test: &str) -> bool {
     found
 }
 
-/// `n` distinct free loopback ports (bound together, then released).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
+pub use marathon_lb_testkit::ports::free_ports;
 
 /// A child process, killed (by its pid) and reaped when dropped.
 pub struct Killed(pub Child);

@@ -214,18 +214,8 @@ impl Ctx<'_> {
         shared: &mut SharedRules,
         out: &mut VhostRules,
     ) -> Result<(), super::Error> {
-        match step {
-            Step::Put(name, keys) => self.put(&mut out.http, name, keys, values),
-            Step::HttpMap { label, global } => self.http_map_rule(
-                out,
-                label,
-                global,
-                &mut shared.emitted,
-                &mut shared.maps,
-                values.host,
-            ),
-            Step::HttpsMap => self.https_map_rule(out, shared, values.host).map(|_| ()),
-        }
+        self.step(Frontend::Http, step, values, shared, out)
+            .map(|_| ())
     }
 
     /// A step of `marathon_https_in`; whether it added a block (a map rule adds one only
@@ -237,8 +227,27 @@ impl Ctx<'_> {
         shared: &mut SharedRules,
         out: &mut VhostRules,
     ) -> Result<bool, super::Error> {
+        self.step(Frontend::Https, step, values, shared, out)
+    }
+
+    /// One step of either shared frontend: a template put into that frontend's rules (a
+    /// block), or a map rule; whether it added a block.
+    fn step(
+        &self,
+        frontend: Frontend,
+        step: Step,
+        values: &Values<'_>,
+        shared: &mut SharedRules,
+        out: &mut VhostRules,
+    ) -> Result<bool, super::Error> {
         match step {
-            Step::Put(name, keys) => self.put(&mut out.https, name, keys, values).map(|()| true),
+            Step::Put(name, keys) => {
+                let rules = match frontend {
+                    Frontend::Http => &mut out.http,
+                    Frontend::Https => &mut out.https,
+                };
+                self.put(rules, name, keys, values).map(|()| true)
+            }
             Step::HttpMap { label, global } => self
                 .http_map_rule(
                     out,
@@ -302,4 +311,13 @@ impl Ctx<'_> {
         shared.maps.domain.add(vhost, self.backend);
         Ok(emit)
     }
+}
+
+/// Which shared frontend a vhost step writes into.
+#[derive(Debug, Clone, Copy)]
+enum Frontend {
+    /// `marathon_http_in`.
+    Http,
+    /// `marathon_https_in`.
+    Https,
 }

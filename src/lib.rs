@@ -43,12 +43,12 @@
 pub mod admin;
 pub mod compat;
 pub mod config;
-pub mod deploy;
 pub mod haproxy;
 pub mod longhelp;
 pub mod marathon;
 pub mod metrics;
 pub mod model;
+pub mod pass;
 pub mod reconcile;
 pub mod render;
 pub mod run;

@@ -16,15 +16,14 @@ use tokio::sync::{mpsc, watch};
 
 use marathon_lb::admin::{self, AdminState};
 use marathon_lb::config::{Auth, Cli, Config, Input, LiveOptions, ManagedOptions, MarathonOptions};
-use marathon_lb::deploy::Managed;
 use marathon_lb::haproxy::process::rundir;
-use marathon_lb::haproxy::SupervisorConfig;
+use marathon_lb::haproxy::{CommandReload, Managed, SupervisorConfig, Target};
 use marathon_lb::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
 use marathon_lb::marathon::client::{Client, ClientConfig};
 use marathon_lb::marathon::watch::{self as events, WatchConfig, WatchEvent};
 use marathon_lb::metrics::Metrics;
-use marathon_lb::reconcile::{self, Reconciler, Source, Status, Target, Timing, Trigger};
-use marathon_lb::run::{self, Memory};
+use marathon_lb::pass::{self, Memory, Source};
+use marathon_lb::reconcile::{self, Reconciler, Status, Timing, Trigger};
 use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
@@ -108,9 +107,10 @@ fn init_logging(level: &str) {
 async fn run(config: Config) -> anyhow::Result<()> {
     let templates = Templates::load(Some(Path::new("templates")), |k| std::env::var(k).ok())
         .context("loading templates")?;
-    let source = match &config.source.input {
-        Input::File(path) => Source::File(path.clone()),
-        Input::Marathon(marathon) => Source::Marathon(Arc::new(marathon_client(
+    let source = match (&config.source.input, &config.live) {
+        (Input::File(path), None) => Source::MappedFile(path.clone()),
+        (Input::File(path), Some(_)) => Source::File(path.clone()),
+        (Input::Marathon(marathon), _) => Source::Marathon(Arc::new(marathon_client(
             marathon,
             config.source.max_body_bytes,
         )?)),
@@ -124,22 +124,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// The original's behaviour without `--sse`: one pass, then exit.
 async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow::Result<()> {
-    let (body, origin) = match source {
-        Source::File(path) => (run::read_apps_file(path)?, path.display().to_string()),
-        Source::Marathon(client) => {
-            let body = client
-                .apps_json()
-                .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
-            (body, format!("Marathon {}", client.current_host()))
-        }
+    let inputs = pass::Inputs {
+        config,
+        templates,
+        source,
     };
-    let built = run::build_body(body, &origin, config, templates, &mut Memory::default())?;
-    if config.dry {
-        println!("{}", built.rendered.config);
-        return Ok(());
-    }
-    run::apply(built, config, templates)?;
+    let mut target = CommandReload::new(config, Metrics::new());
+    pass::run(inputs, &mut Memory::default(), &mut target).await?;
     Ok(())
 }
 
@@ -221,31 +212,53 @@ async fn live(
         let state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
         spawn_admin(listener, state, status_rx, stop_rx.clone(), &mut feeders);
     }
-    let target = if let Some(options) = managed_options {
-        let config_path = &config.output.paths.config;
-        Target::Managed(Box::new(managed(
-            options,
-            config_path,
-            admin_addr,
-            &metrics,
-        )?))
-    } else {
-        Target::Command {
-            reload_pending: false,
-        }
-    };
-    let reconciler = Reconciler {
+    let parts = Parts {
         config: config.clone(),
         templates,
         source,
-        target,
         status: status_tx,
-        metrics,
+        metrics: metrics.clone(),
         timing,
     };
-    reconciler.run(trigger_rx, stop_rx).await;
+    if let Some(options) = managed_options {
+        let target = managed(options, &config, admin_addr, &metrics)?;
+        parts.run(target, trigger_rx, stop_rx).await;
+    } else {
+        let target = CommandReload::new(&config, metrics);
+        parts.run(target, trigger_rx, stop_rx).await;
+    }
     feeders.shutdown().await;
     Ok(())
+}
+
+/// A reconcile loop waiting for its target.
+struct Parts {
+    config: Arc<Config>,
+    templates: Arc<Templates>,
+    source: Source,
+    status: watch::Sender<Status>,
+    metrics: Metrics,
+    timing: Timing,
+}
+
+impl Parts {
+    async fn run(
+        self,
+        target: impl Target,
+        triggers: mpsc::UnboundedReceiver<Trigger>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let reconciler = Reconciler {
+            config: self.config,
+            templates: self.templates,
+            source: self.source,
+            target,
+            status: self.status,
+            metrics: self.metrics,
+            timing: self.timing,
+        };
+        reconciler.run(triggers, stop).await;
+    }
 }
 
 /// Creates and locks `--run-dir` (managed mode).
@@ -308,7 +321,7 @@ fn spawn_admin(
 /// The supervised HAProxy of managed mode (no `--command`).
 fn managed(
     options: &ManagedOptions,
-    config_path: &Path,
+    config: &Config,
     admin_addr: Option<SocketAddr>,
     metrics: &Metrics,
 ) -> anyhow::Result<Managed> {
@@ -318,7 +331,7 @@ fn managed(
     // HAProxy reads a socket path without a leading '/' as host:port: use absolute paths.
     let run_dir = std::fs::canonicalize(run_dir)
         .with_context(|| format!("resolving --run-dir {}", run_dir.display()))?;
-    let mut settings = SupervisorConfig::new(config_path, &run_dir);
+    let mut settings = SupervisorConfig::new(&config.output.paths.config, &run_dir);
     settings.haproxy_bin = options.haproxy_bin.clone();
     settings.drain_timeout = options.drain_timeout;
     settings.reload_interval = options.reload_interval;
@@ -340,6 +353,7 @@ fn managed(
     }
     Ok(Managed::new(
         settings,
+        config.output.clone(),
         metrics.clone(),
         Duration::from_secs(5),
     ))

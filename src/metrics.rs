@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::haproxy::ReloadReason;
 use crate::reconcile::Status;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
@@ -191,11 +192,10 @@ impl Metrics {
         }
     }
 
-    /// Counts one HAProxy reload. `reason` is the reload reason's `Display` text (a small,
-    /// fixed set: it becomes a label value).
-    pub fn reload(&self, reason: &str, ok: bool) {
+    /// Counts one HAProxy reload; the label is the reason's [`ReloadReason::as_str`].
+    pub fn reload(&self, reason: ReloadReason, ok: bool) {
         let labels = ReloadLabels {
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
             result: ok.into(),
         };
         self.inner.reloads.get_or_create(&labels).inc();
@@ -314,9 +314,9 @@ mod tests {
     fn records_land_in_the_labelled_series() {
         let metrics = Metrics::new();
         let clone = metrics.clone();
-        metrics.reload("new backend", true);
-        clone.reload("new backend", true);
-        metrics.reload("config changed", false);
+        metrics.reload(ReloadReason::NewApp, true);
+        clone.reload(ReloadReason::NewApp, true);
+        metrics.reload(ReloadReason::ConfigChange, false);
         metrics.runtime_update("set_server_addr", true);
         metrics.pass(true, Duration::from_millis(30));
         metrics.pass(false, Duration::from_millis(3));
@@ -327,11 +327,11 @@ mod tests {
         let text = metrics.encode();
         let expect = [
             (
-                "marathon_lb_reloads_total{reason=\"new backend\",result=\"ok\"}",
+                "marathon_lb_reloads_total{reason=\"new-app\",result=\"ok\"}",
                 2.0,
             ),
             (
-                "marathon_lb_reloads_total{reason=\"config changed\",result=\"error\"}",
+                "marathon_lb_reloads_total{reason=\"config-change\",result=\"error\"}",
                 1.0,
             ),
             (

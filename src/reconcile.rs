@@ -12,26 +12,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::deploy::{Deployed, Managed};
-use crate::haproxy::ReloadReason;
-use crate::marathon::client::Client;
+use crate::haproxy::target::{Applied, Target};
 use crate::marathon::watch::Backoff;
 use crate::metrics::Metrics;
-use crate::run::{self, Memory, Outcome};
+use crate::pass::{self, Memory};
 use crate::templates::Templates;
 use retry::retryable;
 
 mod retry;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 mod report;
 
+pub use crate::pass::Source;
 pub use report::InvalidApp;
 use report::Reporter;
 
@@ -42,60 +40,6 @@ pub enum Trigger {
     Resync,
     /// Validate and reload the config already on disk (SIGUSR1).
     ReloadExisting,
-}
-
-/// Where the apps come from.
-#[derive(Clone)]
-pub enum Source {
-    /// Marathon's REST API.
-    Marathon(Arc<Client>),
-    /// A file holding a `/v2/apps` body (`--apps-file`).
-    File(PathBuf),
-}
-
-impl Source {
-    /// Fetches the apps body and names its origin for error messages. A file larger than
-    /// `max_bytes` is refused like a Marathon body would be.
-    async fn fetch(&self, max_bytes: u64) -> Result<(Bytes, String), String> {
-        match self {
-            Source::Marathon(client) => {
-                let body = client.apps_json().await.map_err(|e| e.chain())?;
-                Ok((body, format!("Marathon {}", client.current_host())))
-            }
-            Source::File(path) => {
-                let body = read_capped(path, max_bytes).await?;
-                Ok((Bytes::from(body), path.display().to_string()))
-            }
-        }
-    }
-}
-
-/// Reads an apps file of at most `max_bytes` (`--marathon-max-body-bytes`).
-async fn read_capped(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, String> {
-    use tokio::io::AsyncReadExt;
-    let failed = |e: std::io::Error| format!("cannot read apps file {}: {e}", path.display());
-    let too_big = || {
-        format!(
-            "apps file {} is larger than {max_bytes} bytes (--marathon-max-body-bytes)",
-            path.display()
-        )
-    };
-    let file = tokio::fs::File::open(path).await.map_err(failed)?;
-    let len = file.metadata().await.map_err(failed)?.len();
-    if len > max_bytes {
-        return Err(too_big());
-    }
-    // Sized up front (as `fs::read` does): growing a 28 MB buffer by doubling costs memory.
-    let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    // The file may grow after the size check: never read more than the cap (+1 to notice).
-    file.take(max_bytes.saturating_add(1))
-        .read_to_end(&mut body)
-        .await
-        .map_err(failed)?;
-    if body.len() as u64 > max_bytes {
-        return Err(too_big());
-    }
-    Ok(body)
 }
 
 /// The published state of the loop, read by the admin endpoints and metrics.
@@ -136,27 +80,16 @@ pub struct Timing {
     pub max_backoff: Duration,
 }
 
-/// How checked configs reach HAProxy.
-pub enum Target {
-    /// Write the file and run `--command` (the original's way), or just write without one.
-    Command {
-        /// The last reload command failed after its config was written: retry it next pass.
-        reload_pending: bool,
-    },
-    /// HAProxy supervised by us, with Runtime API updates.
-    Managed(Box<Managed>),
-}
-
 /// The reconcile loop and everything a pass needs.
-pub struct Reconciler {
+pub struct Reconciler<T> {
     /// Validated command line.
     pub config: Arc<Config>,
     /// Templates after file and environment overrides.
     pub templates: Arc<Templates>,
     /// Where apps come from.
     pub source: Source,
-    /// Where configs go.
-    pub target: Target,
+    /// Where configs go: the reload command or our managed HAProxy.
+    pub target: T,
     /// Published after every pass.
     pub status: watch::Sender<Status>,
     /// Counters and gauges for `/metrics`.
@@ -173,7 +106,7 @@ enum PassResult {
     Done,
 }
 
-impl Reconciler {
+impl<T: Target> Reconciler<T> {
     /// Runs passes until `shutdown` turns true or every trigger sender is dropped, then stops
     /// a managed HAProxy.
     pub async fn run(
@@ -198,11 +131,9 @@ impl Reconciler {
                 crate::haproxy::exec::cancel_all();
             }
         });
-        if let Target::Managed(managed) = &mut self.target {
-            tokio::select! {
-                _ = managed.start_from_disk(&self.config) => {}
-                _ = shutdown.wait_for(|s| *s) => {}
-            }
+        tokio::select! {
+            _ = self.target.start(&self.config) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
         }
         loop {
             let first = tokio::select! {
@@ -248,224 +179,74 @@ impl Reconciler {
                 },
             }
         }
-        if let Target::Managed(managed) = &mut self.target {
-            managed.stop().await;
-        }
+        self.target.stop().await;
         tracing::info!("reconcile loop stopped");
     }
 
+    /// Runs one [`pass::run`] and publishes its result.
     async fn pass(&mut self, memory: &mut Memory, reporter: &mut Reporter) -> PassResult {
         let started = std::time::Instant::now();
         self.status.send_modify(|s| s.passes += 1);
-        let max_bytes = self.config.source.max_body_bytes;
-        let (body, origin) = match self.source.fetch(max_bytes).await {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot fetch apps; keeping the current config");
-                self.metrics.pass(false, started.elapsed());
-                self.status.send_modify(|s| {
-                    s.last_error = Some(e);
-                    s.last_pass = Some(SystemTime::now());
-                });
-                return PassResult::Retry;
-            }
+        let inputs = pass::Inputs {
+            config: &self.config,
+            templates: &self.templates,
+            source: &self.source,
         };
-        let fetched = started.elapsed();
-        let result = self.build_and_deploy(body, &origin, memory).await;
+        let result = pass::run(inputs, memory, &mut self.target).await;
         let took = started.elapsed();
         self.metrics.pass(result.is_ok(), took);
         let now = SystemTime::now();
-        match result {
-            Ok(done) => {
-                tracing::info!(
-                    outcome = ?done.outcome,
-                    fetch_ms = fetched.as_millis() as u64,
-                    total_ms = took.as_millis() as u64,
-                    "pass done"
-                );
-                let invalid = reporter.update(done.left_out, done.rejected.as_deref(), now);
-                self.metrics.set_invalid_apps(invalid.len());
-                self.status.send_modify(|s| {
-                    s.last_success = Some(now);
-                    s.last_pass = Some(now);
-                    s.last_error = None;
-                    s.apps = done.apps;
-                    s.invalid_apps = invalid;
-                    match done.outcome {
-                        PassOutcome::Unchanged => {}
-                        PassOutcome::Runtime => s.runtime_applies += 1,
-                        PassOutcome::Applied => {
-                            s.applies += 1;
-                            s.last_apply = Some(now);
-                        }
-                    }
-                });
-            }
+        let done = match result {
+            Ok(done) => done,
             Err(e) => {
-                tracing::error!(error = %e, "pass failed; keeping the last good config");
+                match &e {
+                    pass::Error::Fetch(e) => {
+                        tracing::error!(error = %e, "cannot fetch apps; keeping the current config")
+                    }
+                    e => tracing::error!(error = %e, "pass failed; keeping the last good config"),
+                }
                 self.status.send_modify(|s| {
                     s.last_error = Some(e.to_string());
                     s.last_pass = Some(now);
                 });
-                if retryable(&e) {
-                    return PassResult::Retry;
+                return match retryable(&e) {
+                    true => PassResult::Retry,
+                    false => PassResult::Done,
+                };
+            }
+        };
+        tracing::info!(
+            outcome = ?done.applied,
+            fetch_ms = done.fetch.as_millis() as u64,
+            total_ms = took.as_millis() as u64,
+            "pass done"
+        );
+        let invalid = reporter.update(done.left_out, done.rejected.as_deref(), now);
+        self.metrics.set_invalid_apps(invalid.len());
+        self.status.send_modify(|s| {
+            s.last_success = Some(now);
+            s.last_pass = Some(now);
+            s.last_error = None;
+            s.apps = done.apps;
+            s.invalid_apps = invalid;
+            match done.applied {
+                Applied::Unchanged | Applied::Printed => {}
+                Applied::Runtime { .. } => s.runtime_applies += 1,
+                Applied::Reloaded { .. } | Applied::Written => {
+                    s.applies += 1;
+                    s.last_apply = Some(now);
                 }
             }
-        }
+        });
         PassResult::Done
     }
 
-    async fn build_and_deploy(
-        &mut self,
-        body: Bytes,
-        origin: &str,
-        memory: &mut Memory,
-    ) -> Result<Done, run::Error> {
-        let (config, templates) = (&self.config, &self.templates);
-        let mut built = tokio::task::block_in_place(|| {
-            run::build_body(body, origin, config, templates, memory)
-        })?;
-        let apps = count_apps(&built.rendered.config);
-        let left_out = std::mem::take(&mut built.left_out);
-        match &mut self.target {
-            Target::Command { reload_pending } => {
-                let mut rejected = None;
-                let mut outcome = tokio::task::block_in_place(|| {
-                    run::apply_checked(built, config, templates, &mut rejected)
-                });
-                if let (Some(command), Ok(Outcome::Unchanged), true) =
-                    (config.apply.command(), &outcome, *reload_pending)
-                {
-                    // The config on disk is new but its reload failed: try the reload again.
-                    tracing::info!("retrying the reload command that failed before");
-                    outcome = crate::haproxy::reload(command)
-                        .map(|()| Outcome::Applied)
-                        .map_err(run::Error::from);
-                }
-                if config.apply.command().is_some() {
-                    let failed = matches!(
-                        outcome,
-                        Err(run::Error::Apply(crate::haproxy::ApplyError::Reload { .. }))
-                    );
-                    if failed || matches!(outcome, Ok(Outcome::Applied)) {
-                        self.metrics
-                            .reload(ReloadReason::ConfigChange.as_str(), !failed);
-                        *reload_pending = failed;
-                    }
-                }
-                let outcome = match outcome? {
-                    Outcome::Unchanged => PassOutcome::Unchanged,
-                    Outcome::Applied => PassOutcome::Applied,
-                };
-                Ok(Done {
-                    outcome,
-                    apps,
-                    left_out,
-                    rejected,
-                })
-            }
-            Target::Managed(managed) => {
-                let allowed = crate::haproxy::certs::Allowed::new(
-                    &config.render.ssl_certs,
-                    config
-                        .apply
-                        .managed()
-                        .and_then(|m| m.generate_certs_dir.as_deref()),
-                );
-                for result in crate::haproxy::certs::ensure(&built.rendered.config, &allowed) {
-                    match result {
-                        Ok(path) => {
-                            tracing::warn!(path = %path.display(), "certificate missing: generated a self-signed one")
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot generate a missing certificate")
-                        }
-                    }
-                }
-                if managed.serves(&built.rendered) {
-                    return Ok(Done {
-                        outcome: PassOutcome::Unchanged,
-                        apps,
-                        left_out,
-                        rejected: None,
-                    });
-                }
-                // Task churn: straight to the Runtime API, no full `haproxy -c`.
-                let mut runtime_failed = false;
-                if let Some(ops) = managed.runtime_ops(&built.rendered) {
-                    match managed
-                        .apply_servers(&ops, built.rendered.clone(), config)
-                        .await
-                    {
-                        Ok(_) => {
-                            return Ok(Done {
-                                outcome: PassOutcome::Runtime,
-                                apps,
-                                left_out,
-                                rejected: None,
-                            })
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "runtime update failed; checking the config and reloading instead");
-                            runtime_failed = true;
-                        }
-                    }
-                }
-                let checked = tokio::task::block_in_place(|| run::check(built, config, templates))?;
-                let rejected = Some(checked.rejected.clone());
-                let outcome = match managed.deploy(checked, config, runtime_failed).await? {
-                    Deployed::Unchanged => PassOutcome::Unchanged,
-                    Deployed::Runtime(_) => PassOutcome::Runtime,
-                    Deployed::Reloaded(_) => PassOutcome::Applied,
-                };
-                Ok(Done {
-                    outcome,
-                    apps,
-                    left_out,
-                    rejected,
-                })
-            }
-        }
-    }
-
     async fn reload_existing(&mut self) {
-        let result = match &mut self.target {
-            Target::Managed(managed) => managed.reload_existing(&self.config).await,
-            Target::Command { .. } => {
-                let config = self.config.clone();
-                let outcome = tokio::task::block_in_place(|| run::reload_existing(&config));
-                self.metrics
-                    .reload(ReloadReason::ManualSignal.as_str(), outcome.is_ok());
-                outcome
-            }
-        };
-        match result {
+        match self.target.reload_existing(&self.config).await {
             Ok(()) => tracing::info!("re-applied the existing config"),
             Err(e) => tracing::error!(error = %e, "cannot re-apply the existing config"),
         }
     }
-}
-
-/// What a successful pass did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PassOutcome {
-    Unchanged,
-    Runtime,
-    Applied,
-}
-
-struct Done {
-    outcome: PassOutcome,
-    apps: usize,
-    /// Apps left out for invalid input (every pass, live mode).
-    left_out: Vec<crate::model::invalid::LeftOut>,
-    /// Apps HAProxy rejected, when the config was checked in this pass.
-    rejected: Option<Vec<crate::haproxy::isolate::RejectedApp>>,
-}
-
-/// Backends in a config text, as a cheap count of load-balanced services for status.
-fn count_apps(config: &str) -> usize {
-    config.lines().filter(|l| l.starts_with("backend ")).count()
 }
 
 /// Sends a `Resync` whenever the file's size, modification time or content changes

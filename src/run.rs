@@ -1,28 +1,24 @@
-//! One pass of the pipeline: apps body -> services -> config -> validate -> write -> reload.
+//! The stages of a pass before HAProxy: apps body -> services -> config (model and render,
+//! [`build_body`]), then `haproxy -c` with isolation of rejected apps ([`check`]). The pass
+//! itself, in order, is [`crate::pass::run`].
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::haproxy::{self, isolate, ApplyError, ValidateError, Validated};
+use crate::haproxy::{self, isolate, target, ApplyError, ValidateError, Validated};
 use crate::marathon::types;
 use crate::model::invalid::{LeftOut, PortHolders};
 use crate::model::{self, network::Resolver, HealthMemory};
+pub use crate::pass::source::{read_apps_file, FetchError};
 use crate::render::{self, Rendered};
 use crate::templates::Templates;
 
 /// Why a pass failed. The last good config on disk is untouched by every one of these.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The apps file could not be read.
-    #[error("cannot read apps file {path}: {source}")]
-    ReadApps {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The apps body could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     /// The apps body is not valid JSON of the expected shape.
     #[error("{origin}: {source}")]
     Parse {
@@ -46,16 +42,17 @@ pub enum Error {
     Apply(#[from] ApplyError),
     /// The managed HAProxy could not start or reload (it keeps serving its last config).
     #[error("HAProxy reload failed: {0}")]
-    Reload(String),
+    Reload(haproxy::process::Error),
 }
 
-/// What a pass did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The rendered config equals the one on disk: nothing written, no reload.
-    Unchanged,
-    /// A new config was written (and the reload command run, if any).
-    Applied,
+impl From<target::Error> for Error {
+    fn from(error: target::Error) -> Self {
+        match error {
+            target::Error::Apply(e) => Error::Apply(e),
+            target::Error::Validate(e) => Error::Validate(e),
+            target::Error::Reload(e) => Error::Reload(e),
+        }
+    }
 }
 
 /// State kept between passes.
@@ -71,28 +68,6 @@ pub struct Memory {
     /// The services of the last rendered config (live mode): an app whose new definition is
     /// invalid keeps serving these.
     pub previous: Arc<Vec<model::Service>>,
-}
-
-/// Maps an apps file into memory: unlike reading it, this neither zeroes nor copies tens of
-/// megabytes (about 10 ms for a 27.7 MB body of 10,000 apps).
-///
-/// # Errors
-/// [`Error::ReadApps`].
-pub fn read_apps_file(path: &Path) -> Result<bytes::Bytes, Error> {
-    let failed = |source| Error::ReadApps {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(failed)?;
-    if file.metadata().map_err(failed)?.len() == 0 {
-        return Ok(bytes::Bytes::new());
-    }
-    // SAFETY: the map is only read. A file truncated by another process while mapped would
-    // fault; `--apps-file` without `--watch` reads a file that is not being rewritten (the
-    // watch mode reads a copy instead).
-    #[allow(unsafe_code)]
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(failed)?;
-    Ok(bytes::Bytes::from_owner(map))
 }
 
 /// Parses, models and renders an apps body. Pass the body by value to free it early.
@@ -310,68 +285,4 @@ fn drop_in_background(services: Arc<Vec<model::Service>>) {
     let _ = std::thread::Builder::new()
         .name("drop-services".into())
         .spawn(move || drop(services));
-}
-
-/// One-shot and `--command` mode: compares with the config on disk; when different, validates
-/// (leaving out apps HAProxy rejects), writes and runs the reload command.
-///
-/// # Errors
-/// [`Error::Validate`] (nothing written) or [`Error::Apply`].
-pub fn apply(built: Built, config: &Config, templates: &Templates) -> Result<Outcome, Error> {
-    apply_checked(built, config, templates, &mut None)
-}
-
-/// [`apply`], also setting `rejected` to the apps HAProxy rejected when the config was checked
-/// (left as is when the config was unchanged and not checked).
-///
-/// # Errors
-/// As [`apply`].
-pub fn apply_checked(
-    built: Built,
-    config: &Config,
-    templates: &Templates,
-    rejected: &mut Option<Vec<isolate::RejectedApp>>,
-) -> Result<Outcome, Error> {
-    let output = &config.output;
-    let paths = &output.paths;
-    if !haproxy::changed(&built.rendered, paths, output.map) {
-        tracing::debug!("config unchanged, skipping reload");
-        return Ok(Outcome::Unchanged);
-    }
-    let checked = check(built, config, templates)?;
-    *rejected = Some(checked.rejected.clone());
-    if !checked.rejected.is_empty()
-        && !haproxy::changed(checked.validated.rendered(), paths, output.map)
-    {
-        return Ok(Outcome::Unchanged);
-    }
-    haproxy::apply(
-        &checked.validated,
-        paths,
-        output.map,
-        output.archive_versions,
-    )?;
-    tracing::info!(config = %paths.config.display(), "wrote new config");
-    match config.apply.command() {
-        Some(command) => {
-            haproxy::reload(command)?;
-            tracing::info!(command, "reloaded haproxy");
-        }
-        None => tracing::warn!("no --command given: HAProxy was not reloaded"),
-    }
-    Ok(Outcome::Applied)
-}
-
-/// Validates the config already on disk and runs the reload command (SIGUSR1).
-///
-/// # Errors
-/// [`Error::Validate`] when HAProxy rejects it, [`Error::Apply`] when the reload fails.
-pub fn reload_existing(config: &Config) -> Result<(), Error> {
-    if !config.validation.skip {
-        haproxy::validate_file(&config.output.paths.config, "haproxy")?;
-    }
-    if let Some(command) = config.apply.command() {
-        haproxy::reload(command)?;
-    }
-    Ok(())
 }

@@ -191,7 +191,8 @@ async fn metrics_are_openmetrics_text_with_status_gauges() {
     let h = start(false).await;
     h.status
         .send_replace(succeeded(UNIX_EPOCH + Duration::from_secs(42)));
-    h.metrics.reload("config changed", true);
+    h.metrics
+        .reload(crate::haproxy::ReloadReason::ConfigChange, true);
     let (code, ctype, body) = h.get("/metrics").await;
     assert_eq!(code, 200);
     assert_eq!(ctype, metrics::CONTENT_TYPE);
@@ -199,7 +200,7 @@ async fn metrics_are_openmetrics_text_with_status_gauges() {
         "marathon_lb_apps 2",
         "marathon_lb_marathon_connected 1",
         "marathon_lb_last_apply_timestamp_seconds 42.0",
-        "marathon_lb_reloads_total{reason=\"config changed\",result=\"ok\"} 1",
+        "marathon_lb_reloads_total{reason=\"config-change\",result=\"ok\"} 1",
     ] {
         assert!(body.lines().any(|l| l == line), "{line}:\n{body}");
     }

@@ -14,17 +14,25 @@
 mod apply;
 pub mod archive;
 pub mod certs;
+pub mod command;
 pub mod exec;
+#[cfg(test)]
+pub mod fake;
 pub mod isolate;
+pub mod managed;
 pub mod master;
 pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
+pub mod target;
 mod validate;
 
 pub use apply::{apply, changed, reload, ApplyError, Paths};
+pub use command::CommandReload;
+pub use managed::Managed;
 pub use process::{ReloadOutcome, ReloadReason, Retries, Supervisor, SupervisorConfig};
+pub use target::{Applied, Step, Target};
 pub use validate::{
     validate, validate_file, validate_verbose, ValidateError, ValidateOutput, Validated,
 };

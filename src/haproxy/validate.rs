@@ -23,6 +23,11 @@ impl Validated {
     pub fn rendered(&self) -> &Rendered {
         &self.rendered
     }
+
+    /// The validated config and maps, by value (what HAProxy serves once written).
+    pub fn into_rendered(self) -> Rendered {
+        self.rendered
+    }
 }
 
 /// Why a config was not accepted.

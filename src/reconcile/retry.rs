@@ -8,7 +8,8 @@ use crate::run;
 pub(super) fn retryable(error: &run::Error) -> bool {
     matches!(
         error,
-        run::Error::Apply(_)
+        run::Error::Fetch(_)
+            | run::Error::Apply(_)
             | run::Error::Reload(_)
             | run::Error::Validate(crate::haproxy::ValidateError::Run { .. })
             | run::Error::Validate(crate::haproxy::ValidateError::Exec(_))

@@ -10,16 +10,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Cli, Config};
+use crate::haproxy::CommandReload;
 use crate::metrics::Metrics;
-use crate::reconcile::{Reconciler, Source, Status, Target, Timing, Trigger};
+use crate::reconcile::{Reconciler, Source, Status, Timing, Trigger};
 use crate::templates::Templates;
 
 /// One app with one task: renders `backend a_10000` with server `127.0.0.1:31000`.
-pub(super) const APPS: &str = r#"{"apps":[{"id":"/a","portDefinitions":[{"port":10000}],
+pub(crate) const APPS: &str = r#"{"apps":[{"id":"/a","portDefinitions":[{"port":10000}],
         "tasks":[{"id":"a.1","host":"127.0.0.1","ports":[31000]}]}]}"#;
 
 /// All groups, no validation, no archive, the config written to `dir/haproxy.cfg`.
-fn config(dir: &Path) -> Arc<Config> {
+pub(crate) fn config(dir: &Path) -> Arc<Config> {
     let cfg = dir.join("haproxy.cfg");
     let cli = Cli::try_parse_from([
         "marathon-lb",
@@ -64,16 +65,16 @@ pub(super) fn start(apps: PathBuf, config_dir: &Path, debounce: Duration) -> Run
         resync_every: Duration::from_secs(300),
         max_backoff: Duration::from_secs(1),
     };
+    let config = config(config_dir);
+    let metrics = Metrics::new();
     let handle = tokio::spawn(
         Reconciler {
-            config: config(config_dir),
+            target: CommandReload::new(&config, metrics.clone()),
+            config,
             templates: Arc::new(Templates::builtin()),
             source: Source::File(apps),
-            target: Target::Command {
-                reload_pending: false,
-            },
             status: status_tx,
-            metrics: Metrics::new(),
+            metrics,
             timing,
         }
         .run(rx, stop_rx),

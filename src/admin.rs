@@ -47,7 +47,7 @@ pub const DEFAULT_FAILURE_GRACE: Duration = Duration::from_secs(300);
 pub enum Error {
     /// The address could not be bound (in use, bad interface, no permission).
     #[error(
-        "cannot bind the admin server to {addr} (--admin-addr): {source}; is another \
+        "cannot bind the admin server to {addr} (--admin-addr): {error}; is another \
          marathon-lb using it? Give each instance its own --admin-addr, or --admin-addr off \
          to run without the admin server"
     )]
@@ -55,12 +55,11 @@ pub enum Error {
         /// The address asked for.
         addr: SocketAddr,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Accepting or serving connections failed.
     #[error("admin server failed: {0}")]
-    Serve(#[source] std::io::Error),
+    Serve(std::io::Error),
 }
 
 /// An app left out of the config, as listed by `GET /status` and `/`.
@@ -282,7 +281,7 @@ pub fn router(state: AdminState) -> Router {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Bind { addr, source })
+        .map_err(|error| Error::Bind { addr, error })
 }
 
 /// Binds `addr` and serves [`router`] until `shutdown` completes.

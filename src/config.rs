@@ -208,6 +208,29 @@ fn secs(secs: u64) -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
+/// A command line the original would refuse (the binary exits with status 2, as argparse).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// One of the two per-task port bounds is zero.
+    #[error(
+        "either specify both --min-serv-port-ip-per-task and --max-serv-port-ip-per-task or \
+         neither (set both to zero to disable auto assignment)"
+    )]
+    PortRangeHalf,
+    /// The per-task port bounds are reversed.
+    #[error(
+        "cannot set --min-serv-port-ip-per-task to a higher value than \
+         --max-serv-port-ip-per-task"
+    )]
+    PortRangeOrder,
+    /// No `--group`.
+    #[error("argument --group is required: please specify at least one group name")]
+    NoGroup,
+    /// `--log-level` is not one of Python's level names.
+    #[error("argument --log-level: invalid choice: {0:?} (choose from {levels})", levels = LOG_LEVELS.join(", "))]
+    LogLevel(String),
+}
+
 impl Cli {
     /// Whether the binary keeps running (SSE, polling or a watched file) instead of one pass.
     fn is_live(&self) -> bool {
@@ -218,32 +241,22 @@ impl Cli {
     ///
     /// # Errors
     /// A usage message (the binary exits with status 2 on it, as argparse does).
-    pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+    pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, UsageError> {
         let (min, max) = (
             self.min_serv_port_ip_per_task,
             self.max_serv_port_ip_per_task,
         );
         if (min != 0) != (max != 0) {
-            return Err(
-                "either specify both --min-serv-port-ip-per-task and --max-serv-port-ip-per-task \
-                        or neither (set both to zero to disable auto assignment)"
-                    .into(),
-            );
+            return Err(UsageError::PortRangeHalf);
         }
         if min > max {
-            return Err("cannot set --min-serv-port-ip-per-task to a higher value than --max-serv-port-ip-per-task".into());
+            return Err(UsageError::PortRangeOrder);
         }
         if self.group.is_empty() {
-            return Err(
-                "argument --group is required: please specify at least one group name".into(),
-            );
+            return Err(UsageError::NoGroup);
         }
         if !LOG_LEVELS.contains(&self.log_level.to_ascii_uppercase().as_str()) {
-            return Err(format!(
-                "argument --log-level: invalid choice: {:?} (choose from {})",
-                self.log_level,
-                LOG_LEVELS.join(", ")
-            ));
+            return Err(UsageError::LogLevel(self.log_level));
         }
         let paths = Paths::new(&self.haproxy_config);
         let model = model::Options {
@@ -345,12 +358,10 @@ impl Cli {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, String> {
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
         let mut argv = vec!["marathon-lb"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv)
-            .map_err(|e| e.to_string())?
-            .validate(|_| None)
+        Ok(Cli::try_parse_from(argv)?.validate(|_| None)?)
     }
 
     #[test]
@@ -386,7 +397,7 @@ mod tests {
 
     #[test]
     fn usage_rules_of_the_original() {
-        assert!(parse(&[]).unwrap_err().contains("--group"));
+        assert!(parse(&[]).unwrap_err().to_string().contains("--group"));
         assert!(parse(&["--group", "x", "--min-serv-port-ip-per-task", "0"]).is_err());
         assert!(parse(&[
             "--group",

@@ -68,19 +68,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error and its causes on one line. Our error types already embed their cause in their
-/// message, so a cause the text so far contains is not repeated.
+/// An error and its causes on one line. An error either prints its cause or returns it as
+/// its `source`, never both, so each cause appears once.
 fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain().map(ToString::to_string) {
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
+    let causes: Vec<String> = error.chain().map(ToString::to_string).collect();
+    causes.join(": ")
 }
 
 fn init_logging(level: &str) {

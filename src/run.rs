@@ -20,13 +20,12 @@ pub enum Error {
     #[error(transparent)]
     Fetch(#[from] FetchError),
     /// The apps body is not valid JSON of the expected shape.
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {error}")]
     Parse {
         /// Where the body came from (file path or Marathon URL).
         origin: String,
         /// The parse error.
-        #[source]
-        source: types::Error,
+        error: types::Error,
     },
     /// An app's labels or deployment group are invalid.
     #[error(transparent)]
@@ -183,9 +182,9 @@ pub fn build_body(
     let apps_bytes = body.as_ref().len();
     let (mut services, mut left_out) =
         parse_and_model(body.as_ref(), config, memory).map_err(|e| match e {
-            Parsed::Body(source) => Error::Parse {
+            Parsed::Body(error) => Error::Parse {
                 origin: origin.to_owned(),
-                source,
+                error,
             },
             Parsed::Model(e) => Error::Model(e),
         })?;

@@ -41,7 +41,8 @@ fn render(case: &Path) -> Result<Vec<(&'static str, String)>, String> {
     argv.extend(args.lines().map(str::to_owned));
     let config = Cli::try_parse_from(argv)
         .map_err(|e| e.to_string())?
-        .validate(|_| None)?;
+        .validate(|_| None)
+        .map_err(|e| e.to_string())?;
     let body = run::read_apps_file(&apps).map_err(|e| e.to_string())?;
     let rendered = run::render_body(
         &body,

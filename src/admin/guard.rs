@@ -33,38 +33,60 @@ pub(super) async fn same_origin_only(request: Request, next: Next) -> Response {
     }
 }
 
+/// Why a request is refused (the `403` body and the log).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refused {
+    /// A header the guard reads is not text.
+    #[error("{name} is not ASCII text")]
+    NotText { name: header::HeaderName },
+    /// The browser says another site sent it.
+    #[error("Sec-Fetch-Site is {site}: sent by another site")]
+    OtherSite { site: String },
+    /// `Host` names a DNS name, which could be rebound to this server.
+    #[error(
+        "Host {host:?} is not an IP address or localhost (a DNS name could be rebound to this \
+         server)"
+    )]
+    DnsHost { host: String },
+    /// `Origin` is not `http://<Host>`.
+    #[error("Origin {origin:?} is not this server's own (http://{host})")]
+    ForeignOrigin { origin: String, host: String },
+}
+
 /// Why a request must be refused, if it must.
 ///
 /// # Errors
-/// The reason, for the `403` body and the log.
-pub(super) fn check(headers: &HeaderMap) -> Result<(), String> {
-    let text = |name| -> Result<Option<&str>, String> {
+/// [`Refused`].
+pub(super) fn check(headers: &HeaderMap) -> Result<(), Refused> {
+    let text = |name: header::HeaderName| -> Result<Option<&str>, Refused> {
         headers
             .get(&name)
-            .map(|v| v.to_str().map_err(|_| format!("{name} is not ASCII text")))
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| Refused::NotText { name: name.clone() })
+            })
             .transpose()
     };
     if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))? {
         if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
-            return Err(format!("Sec-Fetch-Site is {site}: sent by another site"));
+            let site = site.to_owned();
+            return Err(Refused::OtherSite { site });
         }
     }
     let host = text(header::HOST)?;
     if let Some(host) = host {
         if !is_literal_host(host) {
-            return Err(format!(
-                "Host {host:?} is not an IP address or localhost (a DNS name could be rebound \
-                 to this server)"
-            ));
+            let host = host.to_owned();
+            return Err(Refused::DnsHost { host });
         }
     }
     if let Some(origin) = text(header::ORIGIN)? {
         let own = host.map(|h| format!("http://{h}"));
         if !own.is_some_and(|own| own.eq_ignore_ascii_case(origin)) {
-            return Err(format!(
-                "Origin {origin:?} is not this server's own (http://{})",
-                host.unwrap_or("<no Host>")
-            ));
+            return Err(Refused::ForeignOrigin {
+                origin: origin.to_owned(),
+                host: host.unwrap_or("<no Host>").to_owned(),
+            });
         }
     }
     Ok(())
@@ -136,7 +158,7 @@ mod tests {
 
     #[test]
     fn rules() {
-        let ok = |pairs: &[(&'static str, &str)]| check(&headers(pairs));
+        let ok = |pairs: &[(&'static str, &str)]| check(&headers(pairs)).map_err(|e| e.to_string());
         assert!(ok(&[]).is_ok(), "no headers: not a browser");
         assert!(
             ok(&[("host", "127.0.0.1:9092")]).is_ok(),

@@ -58,13 +58,12 @@ impl Paths {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// Writing a file failed (the old file is untouched).
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The file.
         path: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The reload command could not start or failed.
     #[error("reload command `{command}` failed: {reason}")]
@@ -106,7 +105,7 @@ pub fn apply(
     } else {
         for map in [paths.domain_map(), paths.app_map()] {
             if map.is_file() {
-                std::fs::write(&map, "").map_err(|source| write_err(&map, source))?;
+                std::fs::write(&map, "").map_err(|error| write_err(&map, error))?;
             }
         }
     }
@@ -117,10 +116,10 @@ pub fn apply(
     Ok(())
 }
 
-fn write_err(path: &Path, source: std::io::Error) -> ApplyError {
+fn write_err(path: &Path, error: std::io::Error) -> ApplyError {
     ApplyError::Write {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -160,7 +159,7 @@ pub fn reload(command: &str) -> Result<(), ApplyError> {
     let output =
         super::exec::run_bounded(sh, "the reload command", timeout, false).map_err(|e| {
             fail(match e {
-                super::exec::ExecError::Spawn { source, .. } => source.to_string(),
+                super::exec::ExecError::Spawn { error, .. } => error.to_string(),
                 other => other.to_string(),
             })
         })?;

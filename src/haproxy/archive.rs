@@ -17,13 +17,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The archive directory did not exist and could not be created.
-    #[error("cannot create the archive directory {path}: {source}")]
+    #[error("cannot create the archive directory {path}: {error}")]
     Create {
         /// The directory.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Something is at the archive directory's path that marathon-lb must not write into.
     #[error("refusing the archive directory {path}: {reason}")]
@@ -34,13 +33,12 @@ pub enum Error {
         reason: String,
     },
     /// Writing or rotating an archived copy failed.
-    #[error("cannot write the archived config {path}: {source}")]
+    #[error("cannot write the archived config {path}: {error}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -74,7 +72,7 @@ pub fn archive_in(
     versions: usize,
 ) -> Result<PathBuf, Error> {
     owned_dir(dir)?;
-    let write_err = |path: PathBuf| move |source| Error::Write { path, source };
+    let write_err = |path: PathBuf| move |error| Error::Write { path, error };
     for n in (1..versions).rev() {
         let from = dir.join(format!("{name}.{n}"));
         // `lstat`: whatever is there (a symlink too) is moved, never followed.
@@ -96,7 +94,7 @@ pub fn archive_in(
         .map_err(write_err(path.clone()))?;
     temp.persist(&path).map_err(|e| Error::Write {
         path: path.clone(),
-        source: e.error,
+        error: e.error,
     })?;
     Ok(path)
 }
@@ -108,10 +106,10 @@ fn owned_dir(dir: &Path) -> Result<(), Error> {
         Ok(()) => {}
         // `mkdir` never follows a symlink: one planted here is caught just below.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
+        Err(error) => {
             return Err(Error::Create {
                 path: dir.to_owned(),
-                source,
+                error,
             })
         }
     }
@@ -119,9 +117,9 @@ fn owned_dir(dir: &Path) -> Result<(), Error> {
         path: dir.to_owned(),
         reason,
     };
-    let meta = std::fs::symlink_metadata(dir).map_err(|source| Error::Create {
+    let meta = std::fs::symlink_metadata(dir).map_err(|error| Error::Create {
         path: dir.to_owned(),
-        source,
+        error,
     })?;
     if meta.file_type().is_symlink() {
         return Err(unsafe_dir("it is a symlink".to_owned()));

@@ -20,22 +20,20 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `rcgen` could not build the certificate (e.g. a host name that is no DNS name).
-    #[error("cannot generate a certificate for {path}: {source}")]
+    #[error("cannot generate a certificate for {path}: {error}")]
     Generate {
         /// Where it was to go.
         path: PathBuf,
         /// The generator's error.
-        #[source]
-        source: rcgen::Error,
+        error: rcgen::Error,
     },
     /// The file could not be created (a missing directory included: none is created).
-    #[error("cannot write certificate {path}: {source}")]
+    #[error("cannot write certificate {path}: {error}")]
     Write {
         /// The certificate path.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -177,13 +175,13 @@ pub fn host_name() -> String {
 /// # Errors
 /// [`Error::Generate`] or [`Error::Write`].
 pub fn generate(path: &Path, host: &str) -> Result<bool, Error> {
-    let pem = self_signed(host).map_err(|source| Error::Generate {
+    let pem = self_signed(host).map_err(|error| Error::Generate {
         path: path.to_owned(),
-        source,
+        error,
     })?;
-    let write_err = |source| Error::Write {
+    let write_err = |error| Error::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     // `create_new` (`O_CREAT|O_EXCL`): never replace a certificate that appeared meanwhile,
     // and fail on a symlink instead of creating its target.

@@ -90,13 +90,12 @@ pub(crate) fn known() -> MutexGuard<'static, Option<HashSet<u32>>> {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// It could not start.
-    #[error("cannot run {step}: {source}")]
+    #[error("cannot run {step}: {error}")]
     Spawn {
         /// The step.
         step: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// It ran past its timeout and was killed.
     #[error("{step} timed out after {}s; killed it", timeout.as_secs_f64())]
@@ -228,9 +227,9 @@ pub fn run_bounded(
     }
     let mut child = {
         let mut known = known();
-        let child = command.spawn().map_err(|source| ExecError::Spawn {
+        let child = command.spawn().map_err(|error| ExecError::Spawn {
             step: step.into(),
-            source,
+            error,
         })?;
         known.get_or_insert_with(HashSet::new).insert(child.id());
         child
@@ -252,16 +251,16 @@ pub fn run_bounded(
         let left = timeout.saturating_sub(started.elapsed());
         let failure = match exit.recv_timeout(CANCEL_POLL.min(left)) {
             Ok(Ok(status)) => break Ok(status),
-            Ok(Err(source)) => {
+            Ok(Err(error)) => {
                 break Err(ExecError::Spawn {
                     step: step.into(),
-                    source,
+                    error,
                 })
             }
             Err(RecvTimeoutError::Disconnected) => {
                 break Err(ExecError::Spawn {
                     step: step.into(),
-                    source: std::io::Error::other("lost the child's exit status"),
+                    error: std::io::Error::other("lost the child's exit status"),
                 })
             }
             Err(RecvTimeoutError::Timeout) if cancelled() => {

@@ -31,22 +31,20 @@ use tokio::net::UnixStream;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The socket could not be reached (the master is down or re-executing itself).
-    #[error("cannot connect to the master CLI at {socket}: {source}")]
+    #[error("cannot connect to the master CLI at {socket}: {error}")]
     Connect {
         /// The socket path.
         socket: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Sending the command or reading its answer failed.
-    #[error("master CLI command `{command}` failed: {source}")]
+    #[error("master CLI command `{command}` failed: {error}")]
     Io {
         /// The command.
         command: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The master did not answer in time.
     #[error("master CLI command `{command}` got no answer within {timeout:?}")]
@@ -159,13 +157,13 @@ impl MasterCli {
             let mut stream =
                 UnixStream::connect(&self.socket)
                     .await
-                    .map_err(|source| CliError::Connect {
+                    .map_err(|error| CliError::Connect {
                         socket: self.socket.display().to_string(),
-                        source,
+                        error,
                     })?;
-            let io = |source| CliError::Io {
+            let io = |error| CliError::Io {
                 command: command.to_owned(),
-                source,
+                error,
             };
             stream
                 .write_all(format!("{command}\n").as_bytes())

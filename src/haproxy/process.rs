@@ -47,22 +47,20 @@ const POLL: Duration = Duration::from_millis(5);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The extra config file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     WriteExtraConfig {
         /// The file.
         path: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The binary could not be run.
-    #[error("cannot run {binary}: {source}")]
+    #[error("cannot run {binary}: {error}")]
     Spawn {
         /// The binary.
         binary: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// HAProxy exited while starting.
     #[error("haproxy exited at start ({status}):\n{output}")]
@@ -86,7 +84,7 @@ pub enum Error {
     NotRunning,
     /// `show proc` failed.
     #[error("cannot list haproxy processes: {0}")]
-    ShowProc(#[source] CliError),
+    ShowProc(CliError),
     /// The master rejected the new config (the old workers keep serving).
     #[error("{reason} reload failed after {attempts} attempt(s); the old config keeps serving:\n{output}")]
     ReloadRejected {

@@ -22,13 +22,12 @@ const DEL_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The socket could not be reached.
-    #[error("cannot reach the HAProxy runtime API at {path}: {source}")]
+    #[error("cannot reach the HAProxy runtime API at {path}: {error}")]
     Connect {
         /// Socket path.
         path: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// HAProxy answered a command with an error.
     #[error("runtime API `{command}` failed: {answer}")]
@@ -92,9 +91,9 @@ impl RuntimeApi {
     /// # Errors
     /// [`RuntimeError::Connect`] when the socket cannot be used, [`RuntimeError::TimedOut`].
     pub async fn command(&self, command: &str) -> Result<String, RuntimeError> {
-        let connect_err = |source| RuntimeError::Connect {
+        let connect_err = |error| RuntimeError::Connect {
             path: self.socket.display().to_string(),
-            source,
+            error,
         };
         let exchange = async {
             let mut stream = UnixStream::connect(&self.socket)

@@ -34,13 +34,12 @@ impl Validated {
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     /// The check could not run (temp files, or the haproxy binary is missing).
-    #[error("cannot run `{binary} -c`: {source}")]
+    #[error("cannot run `{binary} -c`: {error}")]
     Run {
         /// The HAProxy binary.
         binary: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// HAProxy rejected the config.
     #[error("haproxy rejected the new config:\n{alerts}")]
@@ -50,8 +49,8 @@ pub enum ValidateError {
     },
     /// The check ran past `--check-timeout` (e.g. a certificate path that is a FIFO) and was
     /// killed, or marathon-lb is stopping.
-    #[error("{0}")]
-    Exec(#[source] ExecError),
+    #[error(transparent)]
+    Exec(ExecError),
 }
 
 /// What HAProxy printed about a config it accepted.
@@ -106,9 +105,9 @@ fn run_check(
     map_mode: bool,
     binary: &str,
 ) -> Result<Vec<String>, ValidateError> {
-    let run_err = |source| ValidateError::Run {
+    let run_err = |error| ValidateError::Run {
         binary: binary.to_owned(),
-        source,
+        error,
     };
     let dir = tempfile::tempdir().map_err(run_err)?;
     let mut config = rendered.config.clone();
@@ -187,9 +186,9 @@ fn check(binary: &str, config: &Path) -> Result<std::process::Output, ValidateEr
     command.arg("-c").arg("-f").arg(config);
     let timeout = exec::limits().check_timeout;
     exec::run_bounded(command, &format!("`{binary} -c`"), timeout, true).map_err(|e| match e {
-        ExecError::Spawn { source, .. } => ValidateError::Run {
+        ExecError::Spawn { error, .. } => ValidateError::Run {
             binary: binary.to_owned(),
-            source,
+            error,
         },
         other => ValidateError::Exec(other),
     })

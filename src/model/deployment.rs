@@ -119,7 +119,10 @@ fn merge_pair<'a>(prev: Prepared<'a>, cur: App<'a>) -> Result<Prepared<'a>, Erro
     let cur_has_checks = !cur.health_checks.is_empty();
     let (prev_date, cur_date) = (started(&prev.app)?, started(&cur)?);
     let cur = Prepared::new(cur);
-    let (mut old, mut new) = if prev_date.earlier_than(&cur_date).map_err(&fail)? {
+    let (mut old, mut new) = if prev_date
+        .earlier_than(&cur_date)
+        .map_err(|e| fail(e.into()))?
+    {
         (prev, cur)
     } else {
         (cur, prev)
@@ -140,7 +143,7 @@ fn merge_pair<'a>(prev: Prepared<'a>, cur: App<'a>) -> Result<Prepared<'a>, Erro
         };
         if scaled(&new.app)?
             .earlier_than(&scaled(&old.app)?)
-            .map_err(&fail)?
+            .map_err(|e| fail(e.into()))?
         {
             std::mem::swap(&mut old, &mut new);
         }
@@ -217,12 +220,23 @@ impl When {
         date.and_hms_opt(0, 0, 0).map(When::Naive)
     }
 
-    fn earlier_than(&self, other: &When) -> Result<bool, String> {
+    fn earlier_than(&self, other: &When) -> Result<bool, MixedZones> {
         match (self, other) {
             (When::Naive(a), When::Naive(b)) => Ok(a < b),
             (When::Aware(a), When::Aware(b)) => Ok(a < b),
-            _ => Err("cannot compare a date with a time zone to one without".into()),
+            _ => Err(MixedZones),
         }
+    }
+}
+
+/// Two deployment dates, one with a time zone and one without: Python cannot order them.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot compare a date with a time zone to one without")]
+struct MixedZones;
+
+impl From<MixedZones> for String {
+    fn from(e: MixedZones) -> String {
+        e.to_string()
     }
 }
 

@@ -59,13 +59,12 @@ pub struct Templates {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file in the templates directory exists but cannot be read.
-    #[error("cannot read template file {path}: {source}")]
+    #[error("cannot read template file {path}: {error}")]
     ReadFile {
         /// The file.
         path: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -94,10 +93,10 @@ impl Templates {
                     Ok(file_text) => text = file_text,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) if path.is_dir() => drop(e),
-                    Err(source) => {
+                    Err(error) => {
                         return Err(Error::ReadFile {
                             path: path.display().to_string(),
-                            source,
+                            error,
                         })
                     }
                 }

@@ -162,9 +162,9 @@ async fn spawn_master(config: &SupervisorConfig) -> Result<Child> {
     })
     .await
     .and_then(|spawned| spawned);
-    let child = spawned.map_err(|source| Error::Spawn {
+    let child = spawned.map_err(|error| Error::Spawn {
         binary: config.haproxy_bin.display().to_string(),
-        source,
+        error,
     })?;
     if let (Some(pid_file), Some(pid)) = (&config.pid_file, child.id()) {
         rundir::write_pid(pid_file, pid);
@@ -174,9 +174,9 @@ async fn spawn_master(config: &SupervisorConfig) -> Result<Child> {
 
 fn write_extra_config(config: &SupervisorConfig) -> Result<()> {
     let path = &config.extra_config_path;
-    let err = |source| Error::WriteExtraConfig {
+    let err = |error| Error::WriteExtraConfig {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let mut temp = path.clone().into_os_string();
     temp.push(".tmp");

@@ -40,13 +40,12 @@ pub enum LockError {
         holder: String,
     },
     /// The lock file cannot be opened or locked.
-    #[error("cannot lock {lock}: {source}")]
+    #[error("cannot lock {lock}: {error}")]
     Io {
         /// The lock file.
         lock: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -65,9 +64,9 @@ pub struct RunDirLock {
 /// [`LockError::Busy`] naming the holder's pid, or [`LockError::Io`].
 pub fn lock(dir: &Path) -> Result<RunDirLock, LockError> {
     let path = dir.join(LOCK_FILE);
-    let io = |source| LockError::Io {
+    let io = |error| LockError::Io {
         lock: path.display().to_string(),
-        source,
+        error,
     };
     let mut file = std::fs::OpenOptions::new()
         .read(true)

@@ -22,7 +22,7 @@ use super::{App, BodyStr, Str};
 pub enum Error {
     /// The body is not JSON, or not a JSON object.
     #[error("malformed Marathon apps JSON: {0}")]
-    Parse(#[from] serde_json::Error),
+    Parse(serde_json::Error),
     /// The body is an object without a list under `apps` (e.g. `{"message": "Leader not found"}`).
     #[error("Marathon's answer has no apps list (\"apps\" is {found}){}", said(.message))]
     NoAppsList {
@@ -34,6 +34,12 @@ pub enum Error {
     /// One app could not be decoded (only when the caller treats that as fatal).
     #[error(transparent)]
     App(#[from] AppError),
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(error: serde_json::Error) -> Self {
+        Error::Parse(error)
+    }
 }
 
 fn said(message: &Option<String>) -> String {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Auth, Error, Service};
+use super::{Auth, Balance, Error, ProxyMode, Service};
 use crate::compat::{parse_bool, parse_int};
 use crate::marathon::types::Str;
 use crate::templates::{Name, Template};
@@ -111,7 +111,7 @@ pub fn apply(service: &mut Service, index: usize, labels: &[(&str, &str)]) -> Re
             }
             "BACKEND_NETWORK_ALLOWED_ACL" => service.network_allowed = Some(value.into()),
             "BACKEND_WEIGHT" => service.backend_weight = int("an integer")?,
-            "BALANCE" => service.balance = value.into(),
+            "BALANCE" => service.balance = Balance::new(value),
             "BIND_ADDR" => service.bind_addr = value.into(),
             "BIND_OPTIONS" => service.bind_options = Some(value.into()),
             "ENABLED" => service.enabled = parse_bool(value),
@@ -119,7 +119,7 @@ pub fn apply(service: &mut Service, index: usize, labels: &[(&str, &str)]) -> Re
             "HTTP_BACKEND_PROXYPASS_PATH" => service.proxypath = Some(value.into()),
             "HTTP_BACKEND_REDIR" => service.redirpath = Some(value.into()),
             "HTTP_BACKEND_REVPROXY_PATH" => service.revproxypath = Some(value.into()),
-            "MODE" => service.mode = Some(value.to_lowercase()),
+            "MODE" => service.mode = Some(ProxyMode::from_label(value)),
             "PATH" => {
                 service.path = Some(value.into());
                 if service.backend_weight == 0 {
@@ -189,7 +189,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.hostname.as_deref(), Some("a.example.com, b"));
-        assert_eq!(s.mode.as_deref(), Some("http"));
+        assert_eq!(s.mode.as_ref().map(ProxyMode::as_str), Some("http"));
         assert!(s.sticky);
         assert!(!s.enabled);
         assert_eq!(s.service_port, 8080);
@@ -253,7 +253,9 @@ mod tests {
             s.network_allowed.as_deref() == Some("10.0.0.0/8 1.2.3.4")
         }),
         ("BACKEND_WEIGHT", "+7", |s| s.backend_weight == 7),
-        ("BALANCE", "leastconn", |s| s.balance == "leastconn"),
+        ("BALANCE", "leastconn", |s| {
+            s.balance.as_str() == "leastconn"
+        }),
         ("BIND_ADDR", "10.0.0.1", |s| s.bind_addr == "10.0.0.1"),
         ("BIND_OPTIONS", "accept-proxy", |s| {
             s.bind_options.as_deref() == Some("accept-proxy")
@@ -271,7 +273,9 @@ mod tests {
         ("HTTP_BACKEND_REVPROXY_PATH", "/rev", |s| {
             s.revproxypath.as_deref() == Some("/rev")
         }),
-        ("MODE", "TCP", |s| s.mode.as_deref() == Some("tcp")),
+        ("MODE", "TCP", |s| {
+            s.mode.as_ref().map(ProxyMode::as_str) == Some("tcp")
+        }),
         ("PATH", "/api", |s| {
             s.path.as_deref() == Some("/api") && s.backend_weight == 1
         }),

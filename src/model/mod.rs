@@ -7,12 +7,15 @@
 
 pub mod deployment;
 pub mod invalid;
+mod kinds;
 pub mod labels;
 pub mod network;
 
+pub use kinds::{Balance, HealthCheck, ProxyMode};
+
 use std::collections::{HashMap, HashSet};
 
-use crate::marathon::types::{App, HealthCheck, Task};
+use crate::marathon::types::{self, App, Task};
 use crate::templates::{Name, Template};
 use network::{Mode, PortAssigner, Resolver};
 
@@ -122,9 +125,9 @@ pub struct Service {
     /// `HAPROXY_{n}_BIND_ADDR` (default `*`).
     pub bind_addr: String,
     /// `http`/`tcp` from `HAPROXY_{n}_MODE` or the health check; `None` = decided by the vhost.
-    pub mode: Option<String>,
+    pub mode: Option<ProxyMode>,
     /// `HAPROXY_{n}_BALANCE` (default `roundrobin`).
-    pub balance: String,
+    pub balance: Balance,
     /// The Marathon health check of this port (or the borrowed one).
     pub health_check: Option<HealthCheck>,
     /// `HAPROXY_{n}_BACKEND_WEIGHT`: order of vhost ACL blocks, highest first.
@@ -157,7 +160,7 @@ impl Service {
         let mode = health_check
             .as_ref()
             .filter(|hc| hc.protocol.as_deref() == Some("HTTP"))
-            .map(|_| "http".to_owned());
+            .map(|_| ProxyMode::Http);
         Self {
             app_id,
             service_port,
@@ -175,7 +178,7 @@ impl Service {
             bind_options: None,
             bind_addr: "*".into(),
             mode,
-            balance: "roundrobin".into(),
+            balance: Balance::default(),
             health_check,
             backend_weight: 0,
             network_allowed: None,
@@ -393,7 +396,7 @@ fn app_services(
         let mut service = Service::new(
             app.id.to_string(),
             port,
-            health_check_for(app, index as i64).cloned(),
+            health_check_for(app, index as i64).map(HealthCheck::from),
             options.strict_mode,
         );
         service.app_groups = app_groups.clone();
@@ -409,9 +412,9 @@ fn app_services(
                 if let Some("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS") =
                     borrowed.protocol.as_deref()
                 {
-                    service.mode = Some("http".into());
+                    service.mode = Some(ProxyMode::Http);
                 }
-                service.health_check = Some(borrowed.clone());
+                service.health_check = Some(HealthCheck::from(borrowed));
             }
         }
         match by_port.iter_mut().find(|(p, _)| *p == port) {
@@ -463,7 +466,7 @@ fn app_services(
 
 /// The health check of port `index`: the first check with a port, or with that `portIndex`.
 /// Negative indexes count from the end, as Python list indexing does for the borrowed check.
-fn health_check_for<'a>(app: &'a App<'_>, index: i64) -> Option<&'a HealthCheck> {
+fn health_check_for<'a>(app: &'a App<'_>, index: i64) -> Option<&'a types::HealthCheck> {
     app.health_checks.iter().find(|check| {
         let has_port = check
             .port

@@ -155,7 +155,10 @@ fn health_checks_attach_by_port_index_or_port_and_set_the_mode() {
     assert_eq!(protocol(&services[1]).as_deref(), Some("TCP"));
     assert_eq!(protocol(&services[2]).as_deref(), Some("HTTP"));
     assert_eq!(services[1].mode, None, "TCP checks leave the mode open");
-    assert_eq!(services[2].mode.as_deref(), Some("http"));
+    assert_eq!(
+        services[2].mode.as_ref().map(super::ProxyMode::as_str),
+        Some("http")
+    );
 
     let fixed_port = build_json(
         r#"{"apps":[{"id":"/a","portDefinitions":[{"port":1},{"port":2}],
@@ -173,7 +176,11 @@ fn mode_label_beats_the_health_check_and_a_borrowed_http_check_forces_http() {
           "healthChecks":[{"protocol":"MESOS_HTTP","portIndex":1,"path":"/h"}],
           "tasks":[{"id":"a.1","host":"1.1.1.1","ports":[5,6]}]}]}"#,
     );
-    assert_eq!(services[0].mode.as_deref(), Some("http"), "borrowed check");
+    assert_eq!(
+        services[0].mode.as_ref().map(super::ProxyMode::as_str),
+        Some("http"),
+        "borrowed check"
+    );
     assert_eq!(
         services[0]
             .health_check
@@ -181,7 +188,11 @@ fn mode_label_beats_the_health_check_and_a_borrowed_http_check_forces_http() {
             .and_then(|h| h.protocol.as_deref()),
         Some("MESOS_HTTP")
     );
-    assert_eq!(services[1].mode.as_deref(), Some("tcp"), "MODE label");
+    assert_eq!(
+        services[1].mode.as_ref().map(super::ProxyMode::as_str),
+        Some("tcp"),
+        "MODE label"
+    );
 }
 
 #[test]

@@ -254,11 +254,11 @@ impl Renderer<'_> {
                     .unwrap_or_default()
                     .replace('/', "_");
                 let has_vhost = service.hostname.as_deref().is_some_and(|h| !h.is_empty());
-                let mode =
-                    service
-                        .mode
-                        .as_deref()
-                        .unwrap_or(if has_vhost { "http" } else { "tcp" });
+                let mode = match &service.mode {
+                    Some(mode) => mode.as_str(),
+                    None if has_vhost => "http",
+                    None => "tcp",
+                };
                 Selected {
                     index,
                     service,

@@ -8,7 +8,7 @@ use sha1::{Digest, Sha1};
 
 use super::{Error, Renderer};
 use crate::compat::{number_str, server_id};
-use crate::marathon::types::HealthCheck;
+use crate::model::HealthCheck;
 use crate::model::{Backend, Service};
 use crate::templates::{Name, Template};
 
@@ -90,7 +90,7 @@ impl Renderer<'_> {
         self.frontend_head(&mut out.frontends, s)?;
         let args = [
             ("backend", backend),
-            ("balance", &service.balance),
+            ("balance", service.balance.as_str()),
             ("mode", mode),
         ];
         self.format_service(

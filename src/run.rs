@@ -55,9 +55,9 @@ impl From<target::Error> for Error {
 }
 
 /// State kept between passes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Memory {
-    /// Cached DNS answers for agent hosts.
+    /// Cached DNS answers for agent hosts ([`dns_ipv4`]).
     pub resolver: Resolver,
     /// Last known task health.
     pub health: HealthMemory,
@@ -81,6 +81,29 @@ pub fn render_body(
     memory: &mut Memory,
 ) -> Result<Rendered, Error> {
     Ok(build_body(body, origin, config, templates, memory)?.rendered)
+}
+
+impl Default for Memory {
+    /// Agent host names resolved over DNS ([`dns_ipv4`]).
+    fn default() -> Self {
+        Self {
+            resolver: Resolver::new(dns_ipv4),
+            health: HealthMemory::default(),
+            port_holders: PortHolders::default(),
+            previous: Arc::default(),
+        }
+    }
+}
+
+/// The first IPv4 address of `host` from the system resolver (`gethostbyname`, as the
+/// original): the lookup the binary gives the model.
+pub fn dns_ipv4(host: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.find(|a| a.is_ipv4()))
+        .map(|a| a.ip().to_string())
 }
 
 mod live;

@@ -5,7 +5,6 @@
 //! Marathon 1.5 `networks` with `container.portMappings`).
 
 use std::collections::HashMap;
-use std::net::ToSocketAddrs;
 
 use sha1::{Digest, Sha1};
 
@@ -130,14 +129,39 @@ pub fn task_ip(task: &Task, mode: Mode, resolver: &mut Resolver) -> Option<Strin
     resolver.resolve(host)
 }
 
-/// Resolves agent host names to IPv4 addresses, caching answers for the process lifetime.
-#[derive(Debug, Default)]
+/// A host-name lookup to IPv4, given by the caller: DNS in the binary
+/// ([`crate::run::dns_ipv4`]), a table in tests. The model does no I/O itself.
+pub type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Resolves agent host names to IPv4 addresses through the caller's [`Lookup`], caching
+/// answers for the process lifetime. Without a lookup ([`Resolver::default`]) only IPv4
+/// literals resolve.
+#[derive(Default)]
 pub struct Resolver {
     /// Host name -> resolved IPv4 (or `None` when it did not resolve).
     cache: HashMap<String, Option<String>>,
+    /// How names are looked up.
+    lookup: Option<Lookup>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("cache", &self.cache)
+            .field("lookup", &self.lookup.is_some())
+            .finish()
+    }
 }
 
 impl Resolver {
+    /// A resolver asking `lookup` for names it has not cached.
+    pub fn new(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self {
+            cache: HashMap::new(),
+            lookup: Some(Box::new(lookup)),
+        }
+    }
+
     /// The IPv4 address of `host` (an IPv4 literal is returned as is), like `gethostbyname`.
     pub fn resolve(&mut self, host: &str) -> Option<String> {
         if host.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -146,11 +170,7 @@ impl Resolver {
         if let Some(cached) = self.cache.get(host) {
             return cached.clone();
         }
-        let found = (host, 0)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.find(|a| a.is_ipv4()))
-            .map(|a| a.ip().to_string());
+        let found = self.lookup.as_ref().and_then(|lookup| lookup(host));
         if found.is_none() {
             tracing::warn!(host, "could not resolve task host, ignoring its tasks");
         }
@@ -422,10 +442,31 @@ mod tests {
         );
         let no_ip = task(r#"{"id":"t","host":"10.0.0.1"}"#);
         assert_eq!(task_ip(&no_ip, Mode::Container, &mut resolver), None);
-        let localhost = task(r#"{"id":"t","host":"localhost"}"#);
+        let named = task(r#"{"id":"t","host":"agent-1"}"#);
         assert_eq!(
-            task_ip(&localhost, Mode::Host, &mut resolver).as_deref(),
-            Some("127.0.0.1")
+            task_ip(&named, Mode::Host, &mut resolver),
+            None,
+            "no lookup"
+        );
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        let mut resolver = Resolver::new(move |host| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (host == "agent-1").then(|| "10.1.2.3".to_owned())
+        });
+        for _ in 0..2 {
+            assert_eq!(
+                task_ip(&named, Mode::Host, &mut resolver).as_deref(),
+                Some("10.1.2.3")
+            );
+        }
+        let unknown = task(r#"{"id":"t","host":"agent-2"}"#);
+        assert_eq!(task_ip(&unknown, Mode::Host, &mut resolver), None);
+        assert_eq!(task_ip(&unknown, Mode::Host, &mut resolver), None);
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "answers (found or not) are cached"
         );
     }
 }

@@ -67,15 +67,9 @@ impl Target for CommandReload {
         validated: Validated,
         _reason: ReloadReason,
     ) -> Result<Applied, Error> {
-        let output = &self.output;
-        super::apply(
-            &validated,
-            &output.paths,
-            output.map,
-            output.archive_versions,
-        )?;
+        super::target::write(&self.output, &validated)?;
         drop(validated);
-        tracing::info!(config = %output.paths.config.display(), "wrote new config");
+        tracing::info!(config = %self.output.paths.config.display(), "wrote new config");
         let Some(command) = self.command.clone() else {
             tracing::warn!("no --command given: HAProxy was not reloaded");
             return Ok(Applied::Written);

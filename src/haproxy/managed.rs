@@ -212,13 +212,7 @@ impl Target for Managed {
         }
         let applied = started.elapsed();
         let validated = Validated::unchecked(next);
-        let output = &self.output;
-        let written = super::apply(
-            &validated,
-            &output.paths,
-            output.map,
-            output.archive_versions,
-        );
+        let written = super::target::write(&self.output, &validated);
         let next = validated.into_rendered();
         if let Err(e) = written {
             return Err(RuntimeFailed {
@@ -241,13 +235,7 @@ impl Target for Managed {
         validated: Validated,
         reason: ReloadReason,
     ) -> Result<Applied, Error> {
-        let output = &self.output;
-        super::apply(
-            &validated,
-            &output.paths,
-            output.map,
-            output.archive_versions,
-        )?;
+        super::target::write(&self.output, &validated)?;
         self.serve(reason, validated.into_rendered()).await
     }
 

@@ -13,7 +13,7 @@ use super::plan::{self, Change, Plan, Snapshot};
 use super::process::{self, ReloadReason};
 use super::runtime::RuntimeError;
 use super::{ApplyError, ValidateError, Validated};
-use crate::config::Config;
+use crate::config::{Config, Output};
 use crate::render::Rendered;
 
 /// What a target needs to serve a rendered config, decided before the config is checked.
@@ -172,6 +172,16 @@ impl Served {
     pub fn known(&self) -> bool {
         self.running.is_some()
     }
+}
+
+/// Writes a config and its maps where `output` says (atomically, archiving the previous one).
+pub(super) fn write(output: &Output, validated: &Validated) -> Result<(), ApplyError> {
+    super::apply(
+        validated,
+        &output.paths,
+        output.map,
+        output.archive_versions,
+    )
 }
 
 fn snapshot(r: &Rendered) -> Snapshot<'_> {

@@ -3,30 +3,37 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data flow
-//! **Marathon -> model -> templates/render -> validate -> apply**:
+//! One pass, [`pass::run`], owns the data flow end to end:
 //!
+//! ```text
+//! pass::Source ──fetch──> apps body ──run::build_body──> model::Service ──render──> Rendered
+//!   (Marathon / file)       (marathon::types)    (model: pure,            (templates +
+//!                                                  lookup injected)         render: pure)
+//!   Rendered ──Target::plan──> Step: Unchanged | Runtime(ops) | Reload(reason)
+//!            ──run::check (haproxy -c, isolate)──> Validated
+//!            ──Target::runtime / Target::reload──> pass::Outcome (haproxy::Applied + why)
+//! ```
+//!
+//! - [`pass`]: the pass, its input ([`pass::Source`]) and its typed outcome and error.
 //! - [`marathon`]: serde types of Marathon's `/v2/apps` body, the REST client (failover,
 //!   basic and DC/OS auth), the SSE decoder and the reconnecting event watch.
 //! - [`model`]: apps -> load-balanced services (labels, ports, tasks, health, deployment
-//!   groups). Pure.
+//!   groups). Pure: host names go through a lookup the caller passes in.
 //! - [`templates`]: the 53 built-in templates, their file/env/label overrides, and Python
 //!   `str.format` semantics. Pure.
 //! - [`render`]: services + templates -> `haproxy.cfg` and map files, byte-identical to the
 //!   original. Pure.
-//! - [`haproxy`]: `haproxy -c` validation (the only way to get a [`haproxy::Validated`]),
-//!   isolation of the apps HAProxy rejects, self-signed stand-ins for missing certificates,
-//!   the atomic write + reload command, [`haproxy::Supervisor`] (HAProxy in master-worker
-//!   mode as our child, reloaded and confirmed through the master CLI, restarted on death),
-//!   and the Runtime API planner and client for reload-free server changes. Every program we
-//!   run goes through [`haproxy::exec`] (scrubbed environment, timeout, death signal) and,
-//!   as PID 1, [`haproxy::reaper`] reaps orphans.
+//! - [`run`]: the stages before HAProxy: parse + model + render ([`run::build_body`]), and
+//!   `haproxy -c` with isolation of rejected apps ([`run::check`]).
+//! - [`haproxy`]: the [`haproxy::Target`] seam and its implementations
+//!   ([`haproxy::CommandReload`]: write + `--command`; [`haproxy::Managed`]: our supervised
+//!   HAProxy, Runtime API first, reload with a typed reason); validation (the only way to get
+//!   a [`haproxy::Validated`]), isolation, stand-in certificates, the atomic write, the
+//!   supervisor, master CLI and Runtime API. Every program we run goes through
+//!   [`haproxy::exec`]; as PID 1, [`haproxy::reaper`] reaps orphans.
 //! - [`config`]: the command line, validated into the options of each stage.
-//! - [`run`]: one pass: read apps, build, render, validate, apply.
-//! - [`deploy`]: managed mode: HAProxy run by us; server-only changes through the Runtime
-//!   API, everything else written and reloaded with a typed reason.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
-//!   into passes, failures retried, status published.
+//!   into passes, failures retried with backoff, status published.
 //! - [`admin`]: the admin HTTP server (`--admin-addr`): health, status JSON and page,
 //!   metrics, and the signal endpoints HAProxy's `:9090/_mlb_signal/*` forward to.
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).

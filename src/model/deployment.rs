@@ -128,36 +128,7 @@ fn merge_pair<'a>(prev: Prepared<'a>, cur: App<'a>) -> Result<Prepared<'a>, Erro
         (cur, prev)
     };
 
-    let target_instances = if new
-        .app
-        .labels
-        .contains_key("HAPROXY_DEPLOYMENT_NEW_INSTANCES")
-    {
-        let scaled = |app: &App| -> Result<When, Error> {
-            let text = app
-                .version_info
-                .as_ref()
-                .and_then(|v| v.last_scaling_at.as_deref());
-            let text = text.ok_or_else(|| fail("app has no versionInfo.lastScalingAt".into()))?;
-            When::parse(text).ok_or_else(|| fail(format!("lastScalingAt {text:?} is not a date")))
-        };
-        if scaled(&new.app)?
-            .earlier_than(&scaled(&old.app)?)
-            .map_err(|e| fail(e.into()))?
-        {
-            std::mem::swap(&mut old, &mut new);
-        }
-        let text = new.app.labels.get("HAPROXY_DEPLOYMENT_TARGET_INSTANCES");
-        let text =
-            text.ok_or_else(|| fail("HAPROXY_DEPLOYMENT_TARGET_INSTANCES is missing".into()))?;
-        parse_int(text).ok_or_else(|| {
-            fail(format!(
-                "HAPROXY_DEPLOYMENT_TARGET_INSTANCES {text:?} is not an integer"
-            ))
-        })?
-    } else {
-        1
-    };
+    let target_instances = target_instances(&mut old, &mut new, &fail)?;
 
     let healthy_new = if cur_has_checks {
         let alive = |t: &crate::marathon::types::Task| {
@@ -190,6 +161,43 @@ fn merge_pair<'a>(prev: Prepared<'a>, cur: App<'a>) -> Result<Prepared<'a>, Erro
     Ok(Prepared {
         app: old.app,
         draining,
+    })
+}
+
+/// How many instances the deployment aims at (`HAPROXY_DEPLOYMENT_TARGET_INSTANCES`, read from
+/// the app scaled last, which becomes `new`), or 1 outside a deployment.
+fn target_instances<'a>(
+    old: &mut Prepared<'a>,
+    new: &mut Prepared<'a>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<i64, Error> {
+    if !new
+        .app
+        .labels
+        .contains_key("HAPROXY_DEPLOYMENT_NEW_INSTANCES")
+    {
+        return Ok(1);
+    }
+    let scaled = |app: &App| -> Result<When, Error> {
+        let text = app
+            .version_info
+            .as_ref()
+            .and_then(|v| v.last_scaling_at.as_deref());
+        let text = text.ok_or_else(|| fail("app has no versionInfo.lastScalingAt".into()))?;
+        When::parse(text).ok_or_else(|| fail(format!("lastScalingAt {text:?} is not a date")))
+    };
+    if scaled(&new.app)?
+        .earlier_than(&scaled(&old.app)?)
+        .map_err(|e| fail(e.into()))?
+    {
+        std::mem::swap(old, new);
+    }
+    let text = new.app.labels.get("HAPROXY_DEPLOYMENT_TARGET_INSTANCES");
+    let text = text.ok_or_else(|| fail("HAPROXY_DEPLOYMENT_TARGET_INSTANCES is missing".into()))?;
+    parse_int(text).ok_or_else(|| {
+        fail(format!(
+            "HAPROXY_DEPLOYMENT_TARGET_INSTANCES {text:?} is not an integer"
+        ))
     })
 }
 

@@ -404,19 +404,7 @@ fn app_services(
         if let Some(list) = port_labels.get(&index) {
             labels::apply(&mut service, index, list)?;
         }
-        if service.health_check.is_none() {
-            if let Some(borrowed) = service
-                .healthcheck_port_index
-                .and_then(|i| health_check_for(app, i))
-            {
-                if let Some("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS") =
-                    borrowed.protocol.as_deref()
-                {
-                    service.mode = Some(ProxyMode::Http);
-                }
-                service.health_check = Some(HealthCheck::from(borrowed));
-            }
-        }
+        borrow_health_check(&mut service, app);
         match by_port.iter_mut().find(|(p, _)| *p == port) {
             Some(slot) => slot.1 = service,
             None => by_port.push((port, service)),
@@ -451,6 +439,29 @@ fn app_services(
         }
     }
 
+    Ok(with_backends(by_port))
+}
+
+/// A port without its own health check borrows the one `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`
+/// names (an HTTP one makes the service HTTP).
+fn borrow_health_check(service: &mut Service, app: &App) {
+    if service.health_check.is_some() {
+        return;
+    }
+    let Some(borrowed) = service
+        .healthcheck_port_index
+        .and_then(|i| health_check_for(app, i))
+    else {
+        return;
+    };
+    if let Some("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS") = borrowed.protocol.as_deref() {
+        service.mode = Some(ProxyMode::Http);
+    }
+    service.health_check = Some(HealthCheck::from(borrowed));
+}
+
+/// The services that got at least one backend, their backends in (host, port) order.
+fn with_backends(by_port: Vec<(i64, Service)>) -> Vec<Service> {
     let mut services: Vec<Service> = by_port
         .into_iter()
         .map(|(_, s)| s)
@@ -461,7 +472,7 @@ fn app_services(
             .backends
             .sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
     }
-    Ok(services)
+    services
 }
 
 /// The health check of port `index`: the first check with a port, or with that `portIndex`.

@@ -1,4 +1,4 @@
-//! One pass, end to end, in [`run`]: fetch the apps -> model -> render -> plan (once) ->
+//! One pass, end to end, in [`run()`]: fetch the apps -> model -> render -> plan (once) ->
 //! validate -> apply, returning what changed and how it reached HAProxy ([`Outcome`]) or why
 //! not ([`Error`]). One-shot runs make one pass; the live loop ([`crate::reconcile`]) makes one
 //! per burst of triggers. The HAProxy side is a [`Target`]: the reload command, our managed
@@ -86,8 +86,10 @@ pub async fn run(
     Ok(outcome)
 }
 
-/// Plan -> (Runtime API | check -> write -> reload). A failed Runtime API update falls back
-/// to a checked reload; a reload that failed before is retried when nothing else changed.
+/// Plan -> (Runtime API | check -> write -> reload). The plan is made once; only when HAProxy
+/// rejected apps (so the config to serve changed) is the rest planned again. A failed Runtime
+/// API update falls back to a checked reload; a reload that failed before is retried when
+/// nothing else changed.
 async fn apply(
     mut built: Built,
     inputs: Inputs<'_>,

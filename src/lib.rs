@@ -32,6 +32,8 @@
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
 //! - [`longhelp`]: `--longhelp`, every label and template.
+//! - [`provision`]: managed mode's start: the Lua scripts carried in the binary and the
+//!   directories the HAProxy head names, written where the head expects them.
 //!
 //! The test fakes (a fake Marathon, a stand-in Kubernetes API server) and their binaries
 //! live in the `marathon-lb-testkit` workspace member (`testkit/`), a dev-dependency only:
@@ -49,6 +51,7 @@ pub mod longhelp;
 pub mod marathon;
 pub mod metrics;
 pub mod model;
+pub mod provision;
 pub mod reconcile;
 pub mod render;
 pub mod run;

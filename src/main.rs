@@ -181,6 +181,11 @@ async fn live(
     let managed_options = config.apply.managed();
     // First, before any listener: a second instance on this run dir must change nothing.
     let _run_dir_lock = managed_options.map(lock_run_dir).transpose()?;
+    if managed_options.is_some() {
+        // The Lua scripts and directories the head names (src/provision.rs).
+        let head = templates.global(marathon_lb::templates::Name::Head);
+        marathon_lb::provision::provide_logged(head)?;
+    }
     marathon_lb::haproxy::reaper::spawn_if_pid1();
     // Bound before anything starts (HAProxy included): a taken address is a start-up error.
     let admin_addr = match options.admin_addr.as_str() {

@@ -22,6 +22,8 @@
 //!   run goes through [`haproxy::exec`] (scrubbed environment, timeout, death signal) and,
 //!   as PID 1, [`haproxy::reaper`] reaps orphans.
 //! - [`config`]: the command line, validated into the options of each stage.
+//! - [`container`]: the original image's `run` conventions (`sse`/`poll` first, certificates
+//!   from `HAPROXY_SSL_CERT*`, `$MESOS_SANDBOX/templates`), so the binary is the entrypoint.
 //! - [`run`]: one pass: read apps, build, render, validate, apply.
 //! - [`deploy`]: managed mode: HAProxy run by us; server-only changes through the Runtime
 //!   API, everything else written and reloaded with a typed reason.
@@ -45,6 +47,7 @@
 pub mod admin;
 pub mod compat;
 pub mod config;
+pub mod container;
 pub mod deploy;
 pub mod haproxy;
 pub mod longhelp;

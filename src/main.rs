@@ -29,7 +29,15 @@ use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
     allocator::tune();
-    let cli = Cli::parse();
+    // `sse`/`poll` first: the original image's `run` conventions (src/container.rs).
+    let args = match marathon_lb::container::prepare(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("marathon-lb: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     if cli.longhelp {
         print!("{}", marathon_lb::longhelp::text());
         return ExitCode::SUCCESS;

@@ -115,9 +115,7 @@ async fn managed_mode_provides_the_default_heads_lua_and_directories() {
     stop(child, &tmp.path().join("run"));
 
     assert!(
-        pids.trim()
-            .split_whitespace()
-            .all(|p| p.parse::<u32>().is_ok()),
+        pids.split_whitespace().all(|p| p.parse::<u32>().is_ok()),
         "{pids:?}"
     );
     assert_eq!(health.map(|(c, _)| c), Some(200));

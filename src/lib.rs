@@ -32,6 +32,8 @@
 //!   supervisor, master CLI and Runtime API. Every program we run goes through
 //!   [`haproxy::exec`]; as PID 1, [`haproxy::reaper`] reaps orphans.
 //! - [`config`]: the command line, validated into the options of each stage.
+//! - [`container`]: the original image's `run` conventions (`sse`/`poll` first, certificates
+//!   from `HAPROXY_SSL_CERT*`, `$MESOS_SANDBOX/templates`), so the binary is the entrypoint.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
 //!   into passes, failures retried with backoff, status published.
 //! - [`admin`]: the admin HTTP server (`--admin-addr`): health, status JSON and page,
@@ -39,6 +41,8 @@
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
 //! - [`longhelp`]: `--longhelp`, every label and template.
+//! - [`provision`]: managed mode's start: the Lua scripts carried in the binary and the
+//!   directories the HAProxy head names, written where the head expects them.
 //!
 //! The test fakes (a fake Marathon, a stand-in Kubernetes API server) and their binaries
 //! live in the `marathon-lb-testkit` workspace member (`testkit/`), a dev-dependency only:
@@ -50,12 +54,14 @@
 pub mod admin;
 pub mod compat;
 pub mod config;
+pub mod container;
 pub mod haproxy;
 pub mod longhelp;
 pub mod marathon;
 pub mod metrics;
 pub mod model;
 pub mod pass;
+pub mod provision;
 pub mod reconcile;
 pub mod render;
 pub mod run;

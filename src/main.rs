@@ -28,7 +28,15 @@ use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
     allocator::tune();
-    let cli = Cli::parse();
+    // `sse`/`poll` first: the original image's `run` conventions (src/container.rs).
+    let args = match marathon_lb::container::prepare(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("marathon-lb: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     if cli.longhelp {
         print!("{}", marathon_lb::longhelp::text());
         return ExitCode::SUCCESS;
@@ -164,6 +172,11 @@ async fn live(
     let managed_options = config.apply.managed();
     // First, before any listener: a second instance on this run dir must change nothing.
     let _run_dir_lock = managed_options.map(lock_run_dir).transpose()?;
+    if managed_options.is_some() {
+        // The Lua scripts and directories the head names (src/provision.rs).
+        let head = templates.global(marathon_lb::templates::Name::Head);
+        marathon_lb::provision::provide_logged(head)?;
+    }
     marathon_lb::haproxy::reaper::spawn_if_pid1();
     // Bound before anything starts (HAProxy included): a taken address is a start-up error.
     let admin_addr = match options.admin_addr.as_str() {

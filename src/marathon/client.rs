@@ -173,7 +173,25 @@ impl Error {
 
     /// This error and all its sources, joined with `": "` (for logs: a bare
     /// "request failed" says little, "…: tcp connect error: Connection refused" does).
+    ///
+    /// A certificate Marathon's TLS could not be verified with gets a hint: the original never
+    /// verified it, so a DC/OS cluster with its own CA needs `--marathon-ca-cert` here.
     pub fn chain(&self) -> String {
+        let shown = self.chain_plain();
+        let untrusted = [
+            "invalid peer certificate",
+            "UnknownIssuer",
+            "certificate verify failed",
+        ];
+        if untrusted.iter().any(|s| shown.contains(s)) {
+            format!("{shown} ({TLS_HINT})")
+        } else {
+            shown
+        }
+    }
+
+    /// [`Error::chain`] without the hint.
+    fn chain_plain(&self) -> String {
         let mut shown = self.to_string();
         let mut source = std::error::Error::source(self);
         while let Some(error) = source {
@@ -185,8 +203,13 @@ impl Error {
     }
 }
 
+/// What to do when Marathon's certificate is not trusted.
+pub const TLS_HINT: &str = "hint: Marathon's TLS certificate is not signed by a CA this host \
+     trusts; pass the cluster's CA with --marathon-ca-cert, on DC/OS \
+     --marathon-ca-cert /run/dcos/pki/CA/ca-bundle.crt";
+
 fn join(errors: &[Error]) -> String {
-    let shown: Vec<String> = errors.iter().map(Error::chain).collect();
+    let shown: Vec<String> = errors.iter().map(Error::chain_plain).collect();
     shown.join("; ")
 }
 

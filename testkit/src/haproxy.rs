@@ -36,7 +36,7 @@ fn replace(text: &str, from: &str, to: &str) -> String {
 }
 
 /// The built-in head with the stats socket (at the default `operator` level, as in the
-/// built-in head) and the server state in `dir`.
+/// built-in head), the server state and the syslog socket in `dir`.
 fn relocated_head(dir: &Path) -> String {
     let head = marathon_lb::templates::default_head(None);
     let head = replace(
@@ -47,10 +47,16 @@ fn relocated_head(dir: &Path) -> String {
             dir.display()
         ),
     );
-    replace(
+    let head = replace(
         &head,
         "server-state-base /var/state/haproxy/",
         &format!("server-state-base {}/", dir.display()),
+    );
+    // Managed mode listens on a `log` socket nobody serves: not on the host's /dev/log.
+    replace(
+        &head,
+        "log /dev/log ",
+        &format!("log {}/log.sock ", dir.display()),
     )
 }
 

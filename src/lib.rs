@@ -32,6 +32,7 @@
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
 //! - [`longhelp`]: `--longhelp`, every label and template.
+//! - [`zdd`]: `marathon-lb zdd`, zero-downtime blue/green deployments through Marathon.
 //!
 //! The test fakes (a fake Marathon, a stand-in Kubernetes API server) and their binaries
 //! live in the `marathon-lb-testkit` workspace member (`testkit/`), a dev-dependency only:
@@ -53,3 +54,4 @@ pub mod reconcile;
 pub mod render;
 pub mod run;
 pub mod templates;
+pub mod zdd;

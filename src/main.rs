@@ -29,6 +29,9 @@ use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
     allocator::tune();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "zdd") {
+        return marathon_lb::zdd::main(std::env::args_os().skip(1));
+    }
     let cli = Cli::parse();
     if cli.longhelp {
         print!("{}", marathon_lb::longhelp::text());

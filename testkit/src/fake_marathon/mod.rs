@@ -232,6 +232,11 @@ impl FakeMarathon {
         lock(&self.shared.store).health_delay = delay;
     }
 
+    /// How long tasks started from now on take to answer a request (default: no delay).
+    pub fn set_task_delay(&self, delay: Duration) {
+        lock(&self.shared.store).task_delay = delay;
+    }
+
     /// Makes the tasks of written app `app_id` report failing (`true`) or passing health
     /// from their next result on; an app failing health keeps its deployment open.
     pub fn fail_health(&self, app_id: &str, failing: bool) {

@@ -27,6 +27,8 @@ pub struct Store {
     pub unhealthy: HashSet<String>,
     /// Time from a task's start to its first health result.
     pub health_delay: Duration,
+    /// How long tasks take to answer a request.
+    pub task_delay: Duration,
     /// Counter for task and deployment ids.
     counter: u64,
     /// Last timestamp handed out (microseconds), so timestamps strictly increase.
@@ -40,6 +42,7 @@ impl Default for Store {
             deployments: Vec::new(),
             unhealthy: HashSet::new(),
             health_delay: DEFAULT_HEALTH_DELAY,
+            task_delay: Duration::ZERO,
             counter: 0,
             last_micros: 0,
         }

@@ -1,12 +1,15 @@
 //! The fake's tasks: real HTTP/1.1 servers on loopback, so traffic through HAProxy really
 //! reaches them and a killed task really stops answering.
 //!
-//! Each answers every request `200` with its app id as the body (keep-alive unless the
+//! Each answers every request `200` with its app id as the body, after an optional delay
+//! (so requests are in flight when a task is killed: killing a task that still gets
+//! traffic then fails requests, as it would in production) (keep-alive unless the
 //! request says `Connection: close` or is HTTP/1.0). Killing one (dropping its handle) stops
 //! accepting and closes every open connection, as a task's process exiting would.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,8 +29,8 @@ pub struct TaskServer {
 }
 
 impl TaskServer {
-    /// Starts a server on `127.0.0.1:0` answering `body`.
-    pub async fn start(body: &str) -> std::io::Result<TaskServer> {
+    /// Starts a server on `127.0.0.1:0` answering `body` after `delay`.
+    pub async fn start(body: &str, delay: Duration) -> std::io::Result<TaskServer> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let hits = Arc::new(AtomicU64::new(0));
@@ -46,7 +49,7 @@ impl TaskServer {
                     (reply.clone(), counter.clone(), stopped.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = serve(sock, reply, counter) => {}
+                        () = serve(sock, reply, counter, delay) => {}
                         _ = stopped.wait_for(|s| *s) => {}
                     }
                 });
@@ -74,7 +77,7 @@ impl Drop for TaskServer {
 }
 
 /// Answers requests on one connection until the client closes it or asks to.
-async fn serve(mut sock: TcpStream, reply: Arc<[u8]>, hits: Arc<AtomicU64>) {
+async fn serve(mut sock: TcpStream, reply: Arc<[u8]>, hits: Arc<AtomicU64>, delay: Duration) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -89,6 +92,9 @@ async fn serve(mut sock: TcpStream, reply: Arc<[u8]>, hits: Arc<AtomicU64>) {
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         buf.drain(..end);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         hits.fetch_add(1, Ordering::SeqCst);
         let close = head.contains("connection: close")
             || head.lines().next().is_some_and(|l| l.ends_with("http/1.0"));

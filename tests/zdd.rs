@@ -60,6 +60,20 @@ async fn an_idle_tunnel_through_another_app_does_not_hold_a_deploy() {
     // A TCP connection through HAProxy to the other app, idle for the whole deploy (a
     // kubectl watch through a proxy app looks like this).
     let mut idle = TcpStream::connect(("127.0.0.1", tunnel_port)).await.unwrap();
+    // A reload now leaves the old worker running for the tunnel: zdd.py, which counts
+    // HAProxy processes, would wait for it until --max-wait.
+    let lb = &stand.lb;
+    lb.wait_until("the tunnel's session", Duration::from_secs(10), || async {
+        lb.get_stats("/haproxy?stats;csv")
+            .await
+            .is_some_and(|(_, csv)| csv.lines().any(|l| l.starts_with(&format!("tunnel_{tunnel_port},127_0_0_1_")) && l.split(',').nth(4) == Some("1")))
+    })
+    .await;
+    lb.set_apps(&[&tunnel.clone().label("HAPROXY_0_BALANCE", "leastconn")]);
+    lb.wait_until("an old worker holding the tunnel", Duration::from_secs(30), || async {
+        lb.show_proc().await.is_some_and(|p| !p.old_workers.is_empty())
+    })
+    .await;
 
     let traffic = Traffic::start(stand.port);
     // --max-wait 300: a deploy held by the tunnel would take 300 s; the limit is 90.
@@ -70,6 +84,8 @@ async fn an_idle_tunnel_through_another_app_does_not_hold_a_deploy() {
     traffic.finish("deploy with an idle tunnel open");
     eprintln!("ZDD deploy with an idle tunnel open took {:.1} s", took.as_secs_f64());
     assert_eq!(stand.apps(), [("/web-green".to_owned(), 2)]);
+    let procs = lb.show_proc().await.unwrap();
+    assert!(!procs.old_workers.is_empty(), "the old worker (and the tunnel) lived through the deploy");
 
     // The tunnel is still open and works.
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

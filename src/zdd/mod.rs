@@ -152,16 +152,13 @@ fn init_logging(level: &str) {
 /// # Errors
 /// See [`Error`].
 pub async fn run(args: ZddArgs) -> Result<(), Error> {
-    let (Some(json), Some(url)) = (&args.json, &args.marathon) else {
-        return Err(Error::InvalidArg(
-            "arguments --json/-j and --marathon/-m are required".into(),
-        ));
-    };
+    // Missing required flags exit 2, as zdd.py's argparse does.
+    let required = |flag: &str| Error::Other(format!("argument {flag} is required"));
+    let url = args.marathon.as_ref().ok_or_else(|| required("--marathon/-m"))?;
     if args.marathon_lb.is_empty() {
-        return Err(Error::InvalidArg(
-            "argument --marathon-lb/-l is required".into(),
-        ));
+        return Err(required("--marathon-lb/-l"));
     }
+    let json = args.json.as_ref().ok_or_else(|| required("--json/-j"))?;
     if args.complete_cur && args.complete_prev {
         return Err(Error::InvalidArg(
             "--complete-cur and --complete-prev exclude each other".into(),

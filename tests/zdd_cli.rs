@@ -87,6 +87,6 @@ async fn dry_run_prints_the_definition_and_plan_and_changes_nothing() {
     assert!(out.contains("\"HAPROXY_DEPLOYMENT_COLOUR\": \"green\""), "{out}");
     assert!(out.contains("create /web-green with 1 instance(s) on service port 10001"), "{out}");
     assert!(out.contains("scale /web-green to 2"), "{out}");
-    assert!(out.contains("delete /web-blue"), "{out}");
+    assert!(out.contains("drained all 2 remaining task(s) of /web-blue, delete it"), "{out}");
     assert_eq!(fake.app_ids(), ["/web-blue"], "a dry run changes nothing");
 }

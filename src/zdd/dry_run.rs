@@ -30,6 +30,13 @@ pub fn plan_text(args: &ZddArgs, prepared: &Prepared, last: Option<&Value>) -> S
     let mut step = 2;
     for _ in 0..1000 {
         let drain = old.min(new).min((new + old).saturating_sub(target));
+        if split == 0 && new == target && drain == old {
+            let _ = writeln!(
+                out,
+                "  {step}. wait for {id}'s health; when every load balancer has drained all {old} remaining task(s) of {old_id}, delete it"
+            );
+            return out;
+        }
         if drain > 0 {
             let _ = writeln!(
                 out,
@@ -67,10 +74,9 @@ pub fn plan_text(args: &ZddArgs, prepared: &Prepared, last: Option<&Value>) -> S
             step += 1;
         }
     }
-    if split > 0 {
-        let _ = writeln!(out, "  {step}. stop at the split: {id} {new}, {old_id} {old} (complete with --complete-cur or --complete-prev)");
-    } else {
-        let _ = writeln!(out, "  {step}. delete {old_id}");
-    }
+    let _ = writeln!(
+        out,
+        "  {step}. stop at the split: {id} {new}, {old_id} {old} (complete with --complete-cur or --complete-prev)"
+    );
     out
 }

@@ -154,7 +154,10 @@ fn init_logging(level: &str) {
 pub async fn run(args: ZddArgs) -> Result<(), Error> {
     // Missing required flags exit 2, as zdd.py's argparse does.
     let required = |flag: &str| Error::Other(format!("argument {flag} is required"));
-    let url = args.marathon.as_ref().ok_or_else(|| required("--marathon/-m"))?;
+    let url = args
+        .marathon
+        .as_ref()
+        .ok_or_else(|| required("--marathon/-m"))?;
     if args.marathon_lb.is_empty() {
         return Err(required("--marathon-lb/-l"));
     }

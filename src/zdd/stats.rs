@@ -232,3 +232,33 @@ other_81,127_0_0_1_4001,0,0,5,5,,,,,,,,,,,,MAINT,1,1,0,,,,,,1,3,1,,,,2,,,,,,,0,0
         assert!(parse_backend("# pxname,svname\nx,y\n", "x").is_err());
     }
 }
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_address_of_a_name_is_a_load_balancer() {
+        let lbs = Balancers::resolve(&[
+            "http://localhost:9090".into(),
+            "http://127.0.0.1:9090/".into(),
+        ])
+        .await
+        .unwrap();
+        let hosts: Vec<String> = lbs
+            .urls()
+            .iter()
+            .map(|u| u.host_str().unwrap_or("").to_owned())
+            .collect();
+        assert!(
+            hosts.iter().all(|h| h.parse::<std::net::IpAddr>().is_ok()),
+            "{hosts:?}"
+        );
+        assert!(hosts.contains(&"127.0.0.1".to_owned()), "{hosts:?}");
+        assert_eq!(
+            hosts.iter().filter(|h| *h == "127.0.0.1").count(),
+            1,
+            "deduplicated: {hosts:?}"
+        );
+    }
+}

@@ -43,8 +43,6 @@ async fn zdd(args: &[&str]) -> (Option<i32>, String) {
 async fn exit_codes_follow_zdd_py() {
     let fake = FakeMarathon::start(Options::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let good = app_json(dir.path(), labels());
-    let good = good.to_str().unwrap();
     let url = fake.url();
     let lb = format!("http://127.0.0.1:{}", free_port());
 
@@ -84,9 +82,18 @@ async fn dry_run_prints_the_definition_and_plan_and_changes_nothing() {
     let (code, out) = zdd(&["-j", path, "-m", &url, "-l", &lb, "-d"]).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("\"id\": \"/web-green\""), "{out}");
-    assert!(out.contains("\"HAPROXY_DEPLOYMENT_COLOUR\": \"green\""), "{out}");
-    assert!(out.contains("create /web-green with 1 instance(s) on service port 10001"), "{out}");
+    assert!(
+        out.contains("\"HAPROXY_DEPLOYMENT_COLOUR\": \"green\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("create /web-green with 1 instance(s) on service port 10001"),
+        "{out}"
+    );
     assert!(out.contains("scale /web-green to 2"), "{out}");
-    assert!(out.contains("drained all 2 remaining task(s) of /web-blue, delete it"), "{out}");
+    assert!(
+        out.contains("drained all 2 remaining task(s) of /web-blue, delete it"),
+        "{out}"
+    );
     assert_eq!(fake.app_ids(), ["/web-blue"], "a dry run changes nothing");
 }

@@ -31,7 +31,10 @@ async fn a_split_completes_to_the_current_then_back_to_the_previous_colour() {
     stand.zdd_ok(&["-f", "-s", "1", "-n", "1"]).await;
     let mut apps = stand.apps();
     apps.sort();
-    assert_eq!(apps, [("/web-blue".to_owned(), 2), ("/web-green".to_owned(), 1)]);
+    assert_eq!(
+        apps,
+        [("/web-blue".to_owned(), 2), ("/web-green".to_owned(), 1)]
+    );
     stand.wait_for(&["/web-blue", "/web-green"]).await;
 
     stand.zdd_ok(&["-f", "-s", "1", "--complete-cur"]).await;
@@ -42,7 +45,10 @@ async fn a_split_completes_to_the_current_then_back_to_the_previous_colour() {
     stand.zdd_ok(&["-f", "-s", "1", "-n", "1"]).await;
     let mut apps = stand.apps();
     apps.sort();
-    assert_eq!(apps, [("/web-blue".to_owned(), 1), ("/web-green".to_owned(), 2)]);
+    assert_eq!(
+        apps,
+        [("/web-blue".to_owned(), 1), ("/web-green".to_owned(), 2)]
+    );
     assert_eq!(colours(&stand).await.len(), 2);
     stand.zdd_ok(&["-f", "-s", "1", "--complete-prev"]).await;
     assert_eq!(stand.apps(), [("/web-green".to_owned(), 3)]);
@@ -63,7 +69,10 @@ async fn failing_health_rolls_back_and_exits_non_zero() {
         .zdd(&["-f", "-s", "1", "-w", "3"], Duration::from_secs(60))
         .await;
     assert_eq!(status.code(), Some(10), "{out}");
-    assert!(out.contains("did not finish within 3 s") && out.contains("rolled back"), "{out}");
+    assert!(
+        out.contains("did not finish within 3 s") && out.contains("rolled back"),
+        "{out}"
+    );
     assert_eq!(stand.apps(), [("/web-blue".to_owned(), 2)]);
     stand.wait_for(&["/web-blue"]).await;
     traffic.finish("rollback on failing health");
@@ -85,7 +94,11 @@ async fn a_killed_deploy_resumes_from_the_labels() {
         if blue.is_some_and(|n| n < 4) {
             break;
         }
-        assert!(Instant::now() < deadline, "zdd made no step; lb log:\n{}", stand.lb.log());
+        assert!(
+            Instant::now() < deadline,
+            "zdd made no step; lb log:\n{}",
+            stand.lb.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child.kill().await.unwrap();
@@ -114,16 +127,31 @@ async fn steps_grow_the_new_colour_hop_by_hop_behind_gates() {
     let traffic = Traffic::start(stand.port);
     let (status, out, _) = stand
         .zdd(
-            &["-f", "-s", "1", "--steps", "25,50,100", "--max-5xx-rate", "0.01"],
+            &[
+                "-f",
+                "-s",
+                "1",
+                "--steps",
+                "25,50,100",
+                "--max-5xx-rate",
+                "0.01",
+            ],
             Duration::from_secs(90),
         )
         .await;
     assert!(status.success(), "{out}\nlb log:\n{}", stand.lb.log());
     // Hops of 1, 2 and 4 of the 4 target instances, each behind the 5xx gate.
-    for hop in ["scaling new app up to 2 instances", "scaling new app up to 4 instances"] {
+    for hop in [
+        "scaling new app up to 2 instances",
+        "scaling new app up to 4 instances",
+    ] {
         assert!(out.contains(hop), "{hop} in\n{out}");
     }
-    assert_eq!(out.matches("gate: 5xx rate of the new servers").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("gate: 5xx rate of the new servers").count(),
+        2,
+        "{out}"
+    );
     assert_eq!(stand.apps(), [("/web-green".to_owned(), 4)]);
     traffic.finish("--steps 25,50,100");
 }

@@ -55,7 +55,7 @@ pub fn plan_text(args: &ZddArgs, prepared: &Prepared, last: Option<&Value>) -> S
             break;
         }
         let goal = if split > 0 {
-            (new + (new + 1) / 2).min(split)
+            (new + new.div_ceil(2)).min(split)
         } else if !args.steps.is_empty() {
             hops(&args.steps, target)
                 .into_iter()
@@ -63,10 +63,10 @@ pub fn plan_text(args: &ZddArgs, prepared: &Prepared, last: Option<&Value>) -> S
                 .unwrap_or(target)
         } else if args.linear_increase {
             (new + args.initial_instances.max(1)).min(target)
-        } else if new + (new + 1) / 2 >= old {
+        } else if new + new.div_ceil(2) >= old {
             target
         } else {
-            new + (new + 1) / 2
+            new + new.div_ceil(2)
         };
         if goal > new {
             let _ = writeln!(out, "  {step}. gate, then scale {id} to {goal}");

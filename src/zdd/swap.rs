@@ -356,7 +356,7 @@ impl<'a> Deploy<'a> {
         if self.args.linear_increase {
             now + self.args.initial_instances.max(1)
         } else {
-            now + (now + 1) / 2
+            now + now.div_ceil(2)
         }
     }
 }

@@ -92,7 +92,12 @@ impl Stand {
         let run = self.command(args).output();
         let out = tokio::time::timeout(limit, run)
             .await
-            .unwrap_or_else(|_| panic!("zdd {args:?} ran over {limit:?}; lb log:\n{}", self.lb.log()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "zdd {args:?} ran over {limit:?}; lb log:\n{}",
+                    self.lb.log()
+                )
+            })
             .unwrap();
         let text = format!(
             "{}{}",
@@ -105,7 +110,11 @@ impl Stand {
     /// Runs zdd expecting success.
     pub async fn zdd_ok(&self, args: &[&str]) -> Duration {
         let (status, out, took) = self.zdd(args, Duration::from_secs(120)).await;
-        assert!(status.success(), "zdd {args:?}: {status}\n{out}\nlb log:\n{}", self.lb.log());
+        assert!(
+            status.success(),
+            "zdd {args:?}: {status}\n{out}\nlb log:\n{}",
+            self.lb.log()
+        );
         eprintln!("zdd {args:?} took {took:?}:\n{out}");
         took
     }
@@ -139,7 +148,10 @@ impl Stand {
         fake.app_ids()
             .into_iter()
             .map(|id| {
-                let n = fake.app(&id).and_then(|a| a["instances"].as_u64()).unwrap_or(0);
+                let n = fake
+                    .app(&id)
+                    .and_then(|a| a["instances"].as_u64())
+                    .unwrap_or(0);
                 (id, n)
             })
             .collect()
@@ -169,8 +181,11 @@ impl Traffic {
         let close_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
         let closers = (0..2)
             .map(|_| {
-                let (ok, failed, failures) =
-                    (close_ok.clone(), close_failed.clone(), close_failures.clone());
+                let (ok, failed, failures) = (
+                    close_ok.clone(),
+                    close_failed.clone(),
+                    close_failures.clone(),
+                );
                 tokio::spawn(async move {
                     loop {
                         let answer = get(port, None).await;

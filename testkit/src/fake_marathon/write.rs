@@ -31,14 +31,19 @@ fn message(status: StatusCode, text: String) -> Response {
     (status, Json(json!({ "message": text }))).into_response()
 }
 
-fn object(body: &[u8]) -> Result<Map<String, Value>, Response> {
+/// The body as a JSON object; `None` (answer [`not_an_object`]) otherwise.
+fn object(body: &[u8]) -> Option<Map<String, Value>> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(message(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid JSON: expected an object".into(),
-        )),
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
     }
+}
+
+fn not_an_object() -> Response {
+    message(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid JSON: expected an object".into(),
+    )
 }
 
 /// `GET /v2/apps/{id}`.
@@ -52,9 +57,8 @@ pub(super) async fn get_app(State(shared): State<Arc<Shared>>, Path(id): Path<St
 
 /// `POST /v2/apps`: creates an app (409 when it exists).
 pub(super) async fn post_app(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let mut def = match object(&body) {
-        Ok(def) => def,
-        Err(response) => return response,
+    let Some(mut def) = object(&body) else {
+        return not_an_object();
     };
     let Some(id) = def.get("id").and_then(Value::as_str).map(normalise_id) else {
         return message(StatusCode::UNPROCESSABLE_ENTITY, "App id is missing".into());
@@ -88,9 +92,8 @@ pub(super) async fn put_app(
     body: Bytes,
 ) -> Response {
     let id = normalise_id(&id);
-    let changes = match object(&body) {
-        Ok(changes) => changes,
-        Err(response) => return response,
+    let Some(changes) = object(&body) else {
+        return not_an_object();
     };
     let (app, deployment, version) = {
         let mut store = lock(&shared.store);

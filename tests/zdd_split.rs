@@ -155,3 +155,52 @@ async fn steps_grow_the_new_colour_hop_by_hop_behind_gates() {
     assert_eq!(stand.apps(), [("/web-green".to_owned(), 4)]);
     traffic.finish("--steps 25,50,100");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_gate_rolls_back_mid_deploy() {
+    if haproxy_missing("a_5xx_gate_rolls_back_mid_deploy") {
+        return;
+    }
+    let stand = Stand::start(4, &[]).await;
+    stand.deploy_blue().await;
+    // A bad release: half its answers are 500s, yet it passes health checks.
+    stand.lb.fake.fail_requests("/web-green");
+    let traffic = Traffic::start(stand.port);
+    let (status, out, _) = stand
+        .zdd(
+            &[
+                "-f",
+                "-s",
+                "1",
+                "-w",
+                "30",
+                "--steps",
+                "25,100",
+                "--max-5xx-rate",
+                "0.05",
+            ],
+            Duration::from_secs(90),
+        )
+        .await;
+    assert_eq!(
+        status.code(),
+        Some(10),
+        "{out}\nlb log:\n{}",
+        stand.lb.log()
+    );
+    assert!(
+        out.contains("gate: the new servers answered") && out.contains("rolled back"),
+        "{out}"
+    );
+    // The first hop ran (a blue task was replaced), then the rollback brought blue back.
+    assert!(out.contains("there are 1 drained tasks"), "{out}");
+    assert_eq!(stand.apps(), [("/web-blue".to_owned(), 4)]);
+    stand.wait_for(&["/web-blue"]).await;
+    let (_, failed, _) = traffic.totals();
+    eprintln!("ZDD 5xx gate: {failed} failed or non-2xx answers while the bad hop served");
+    drop(traffic);
+    // After the rollback nothing fails.
+    let after = Traffic::start(stand.port);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    after.finish("after the rollback");
+}

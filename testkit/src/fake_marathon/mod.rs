@@ -249,6 +249,14 @@ impl FakeMarathon {
         }
     }
 
+    /// Makes the tasks of written app `app_id` started from now on answer every second
+    /// request with a `500` (they still pass health checks).
+    pub fn fail_requests(&self, app_id: &str) {
+        lock(&self.shared.store)
+            .flaky
+            .insert(store::normalise_id(app_id));
+    }
+
     /// A written app as `GET /v2/apps/{id}` gives it (with `tasks` and `deployments`).
     pub fn app(&self, app_id: &str) -> Option<serde_json::Value> {
         lock(&self.shared.store).app_json(&store::normalise_id(app_id))

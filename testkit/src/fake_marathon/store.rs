@@ -25,6 +25,8 @@ pub struct Store {
     pub deployments: Vec<Deployment>,
     /// Apps whose tasks report failing health.
     pub unhealthy: HashSet<String>,
+    /// Apps whose tasks (started from then on) answer every second request with a 500.
+    pub flaky: HashSet<String>,
     /// Time from a task's start to its first health result.
     pub health_delay: Duration,
     /// How long tasks take to answer a request.
@@ -41,6 +43,7 @@ impl Default for Store {
             apps: BTreeMap::new(),
             deployments: Vec::new(),
             unhealthy: HashSet::new(),
+            flaky: HashSet::new(),
             health_delay: DEFAULT_HEALTH_DELAY,
             task_delay: Duration::ZERO,
             counter: 0,

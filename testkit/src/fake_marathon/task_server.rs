@@ -29,8 +29,10 @@ pub struct TaskServer {
 }
 
 impl TaskServer {
-    /// Starts a server on `127.0.0.1:0` answering `body` after `delay`.
-    pub async fn start(body: &str, delay: Duration) -> std::io::Result<TaskServer> {
+    /// Starts a server on `127.0.0.1:0` answering `body` after `delay`; `flaky`: every
+    /// second answer is a `500` (a bad release that health checks with a failure threshold
+    /// do not catch).
+    pub async fn start(body: &str, delay: Duration, flaky: bool) -> std::io::Result<TaskServer> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let hits = Arc::new(AtomicU64::new(0));
@@ -40,16 +42,21 @@ impl TaskServer {
         )
         .into_bytes()
         .into();
+        let failure: Arc<[u8]> = if flaky {
+            Arc::from(&b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"[..])
+        } else {
+            reply.clone()
+        };
         let (stop, stopped) = watch::channel(false);
         let counter = hits.clone();
         let accept = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let _ = sock.set_nodelay(true);
-                let (reply, counter, mut stopped) =
-                    (reply.clone(), counter.clone(), stopped.clone());
+                let replies = [reply.clone(), failure.clone()];
+                let (counter, mut stopped) = (counter.clone(), stopped.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = serve(sock, reply, counter, delay) => {}
+                        () = serve(sock, replies, counter, delay) => {}
                         _ = stopped.wait_for(|s| *s) => {}
                     }
                 });
@@ -77,7 +84,12 @@ impl Drop for TaskServer {
 }
 
 /// Answers requests on one connection until the client closes it or asks to.
-async fn serve(mut sock: TcpStream, reply: Arc<[u8]>, hits: Arc<AtomicU64>, delay: Duration) {
+async fn serve(
+    mut sock: TcpStream,
+    replies: [Arc<[u8]>; 2],
+    hits: Arc<AtomicU64>,
+    delay: Duration,
+) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -95,10 +107,11 @@ async fn serve(mut sock: TcpStream, reply: Arc<[u8]>, hits: Arc<AtomicU64>, dela
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        hits.fetch_add(1, Ordering::SeqCst);
+        let n = hits.fetch_add(1, Ordering::SeqCst);
+        let reply = &replies[(n % 2) as usize];
         let close = head.contains("connection: close")
             || head.lines().next().is_some_and(|l| l.ends_with("http/1.0"));
-        if sock.write_all(&reply).await.is_err() || close {
+        if sock.write_all(reply).await.is_err() || close {
             return;
         }
     }

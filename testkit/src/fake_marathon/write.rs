@@ -308,8 +308,11 @@ pub(super) async fn converge(shared: Arc<Shared>, app: String, deployment: Optio
 
 /// Starts one task server for `app`; false when it could not or the app went away.
 async fn start_task(shared: &Arc<Shared>, app: &str, body: &str) -> bool {
-    let delay = lock(&shared.store).task_delay;
-    let server = match TaskServer::start(body, delay).await {
+    let (delay, flaky) = {
+        let store = lock(&shared.store);
+        (store.task_delay, store.flaky.contains(app))
+    };
+    let server = match TaskServer::start(body, delay, flaky).await {
         Ok(server) => server,
         Err(error) => {
             tracing::error!(%error, "fake Marathon: cannot start a task");

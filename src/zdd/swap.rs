@@ -139,8 +139,7 @@ impl<'a> Deploy<'a> {
         let mut progress = Instant::now();
         loop {
             self.wait_deployment(&roles.new_id).await?;
-            let new = self.app(&roles.new_id).await?;
-            let old = self.app(&roles.old_id).await?;
+            let (new, old, drained) = self.wait_drained(roles).await?;
             tracing::info!(
                 old = instances(&old),
                 new = instances(&new),
@@ -148,7 +147,6 @@ impl<'a> Deploy<'a> {
                 instances(&old),
                 instances(&new)
             );
-            let drained = self.wait_drained(&new, &old).await?;
             if ready_to_delete(roles, &new, &old, &drained) {
                 return self.finish(roles).await;
             }
@@ -214,20 +212,29 @@ impl<'a> Deploy<'a> {
     }
 
     /// Waits until every load balancer serves every new task and has drained the old tasks
-    /// marathon-lb's model drains; returns those. At most `--max-wait`.
-    async fn wait_drained(&self, new: &Value, old: &Value) -> Result<Vec<String>, Error> {
-        let expected = draining(old, new)?;
-        let backend = backend(new);
+    /// marathon-lb's model drains; returns both apps and those tasks. At most `--max-wait`.
+    /// The apps are read again every second: a task that fails or a health flip changes
+    /// what the load balancers drain.
+    async fn wait_drained(&self, roles: &Roles) -> Result<(Value, Value, Vec<String>), Error> {
         let deadline = Instant::now() + Duration::from_secs(self.args.max_wait);
+        let mut read_at: Option<Instant> = None;
+        let (mut new, mut old, mut expected) = (Value::Null, Value::Null, Vec::new());
         loop {
+            if read_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                new = self.app(&roles.new_id).await?;
+                old = self.app(&roles.old_id).await?;
+                expected = draining(&old, &new)?;
+                read_at = Some(Instant::now());
+            }
+            let backend = backend(&new);
             let problem = match self.lbs.backend(&backend).await {
-                Ok(views) => self.unsettled(&views, new, old, &expected),
+                Ok(views) => self.unsettled(&views, &new, &old, &expected),
                 Err(e) if Instant::now() >= deadline => return Err(Error::LbEndpoint(e)),
                 Err(e) => Some(e.to_string()),
             };
             let Some(problem) = problem else {
                 tracing::info!(backend = %backend, drained = expected.len(), "load balancers settled");
-                return Ok(expected);
+                return Ok((new, old, expected));
             };
             if Instant::now() >= deadline {
                 return Err(Error::Gate {

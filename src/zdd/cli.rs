@@ -10,6 +10,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "marathon-lb zdd",
+    bin_name = "marathon-lb zdd",
     about = "Zero-downtime deployment orchestrator for marathon-lb",
     disable_version_flag = true
 )]

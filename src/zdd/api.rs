@@ -51,7 +51,10 @@ impl Marathon {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60));
+            .timeout(Duration::from_secs(60))
+            // Idle connections are dropped before a server's keep-alive timer can close them
+            // under a request (writes are not retried).
+            .pool_idle_timeout(Duration::from_secs(2));
         if let Some(path) = ca_cert {
             let pem = std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
             let cert = reqwest::Certificate::from_pem(&pem)

@@ -63,7 +63,8 @@ pub async fn check(deploy: &Deploy<'_>, new: &Value) -> Result<(), Error> {
 
 /// `(5xx, all)` answers of the new app's servers, summed over the load balancers.
 async fn answers(deploy: &Deploy<'_>, new: &Value) -> Result<(u64, u64), Error> {
-    let views = deploy.lbs.backend(&backend(new)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(deploy.args.max_wait);
+    let views = deploy.lbs.backend_until(&backend(new), deadline).await?;
     let mut sum = (0, 0);
     for view in &views {
         for server in tasks(new).filter_map(|t| find(view, t)) {

@@ -199,13 +199,14 @@ pub async fn run(args: ZddArgs) -> Result<(), Error> {
         ));
     }
     let now = plan::now_iso();
-    let prepared = plan::prepare(
-        app,
-        &previous,
-        args.initial_instances,
-        args.new_instances,
-        &now,
-    )?;
+    // With --steps the new colour starts at the first hop.
+    let initial = match (args.steps.first(), previous.last()) {
+        (Some(share), Some(last)) if args.new_instances == 0 => {
+            swap::hops(&[*share], plan::instances(last))[0]
+        }
+        _ => args.initial_instances,
+    };
+    let prepared = plan::prepare(app, &previous, initial, args.new_instances, &now)?;
     let mut out = std::io::stdout().lock();
     let shown = serde_json::to_string_pretty(&sorted(&prepared.app)).unwrap_or_default();
     let _ = writeln!(out, "{shown}");

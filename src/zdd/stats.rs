@@ -153,8 +153,11 @@ impl Balancers {
                 reason: "no address".into(),
             });
         }
+        // No connection reuse: HAProxy closes idle keep-alive connections on its own timer,
+        // and a request racing that close fails ("error sending request").
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| LbError {
                 url: String::new(),
@@ -175,6 +178,28 @@ impl Balancers {
     pub async fn backend(&self, backend: &str) -> Result<Vec<HashMap<String, Server>>, LbError> {
         let reads = self.urls.iter().map(|url| self.read(url, backend));
         futures::future::try_join_all(reads).await
+    }
+
+    /// [`backend`](Self::backend), retried every 200 ms on errors (a load balancer busy
+    /// reloading, a reset) until `deadline`.
+    ///
+    /// # Errors
+    /// The last error, at `deadline`.
+    pub async fn backend_until(
+        &self,
+        backend: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<HashMap<String, Server>>, LbError> {
+        loop {
+            match self.backend(backend).await {
+                Ok(views) => return Ok(views),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "load balancer unreadable, retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
     }
 
     async fn read(&self, base: &Url, backend: &str) -> Result<HashMap<String, Server>, LbError> {

@@ -207,3 +207,48 @@ async fn a_step_waits_until_every_load_balancer_has_drained() {
     assert_eq!(stand.apps(), [("/web-green".to_owned(), 2)]);
     traffic.finish("two load balancers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_kill_hook_stops_the_deploy_before_any_kill() {
+    if haproxy_missing("a_failing_pre_kill_hook_stops_the_deploy_before_any_kill") {
+        return;
+    }
+    let stand = Stand::start(2, &[]).await;
+    stand.deploy_blue().await;
+    let dir = stand.lb.dir.path();
+    let hook = dir.join("hook.sh");
+    let seen = dir.join("hook-args");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" \"$2\" \"$3\" > {}\nexit 1\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let traffic = Traffic::start(stand.port);
+    let (status, out, _) = stand
+        .zdd(
+            &["-f", "-s", "1", "--pre-kill-hook", hook.to_str().unwrap()],
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("pre-kill hook") && out.contains("an operator must intervene"),
+        "{out}"
+    );
+    // Called with the old app, the task ids to kill, the new app (JSON each).
+    let args = std::fs::read_to_string(&seen).unwrap();
+    let lines: Vec<serde_json::Value> = args
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["id"], "/web-blue");
+    assert_eq!(lines[1].as_array().map(Vec::len), Some(1));
+    assert_eq!(lines[2]["id"], "/web-green");
+    // Nothing was killed: blue keeps both tasks, next to the new colour's first one.
+    assert_eq!(stand.app("/web-blue").unwrap()["instances"], 2);
+    traffic.finish("a failing pre-kill hook");
+}

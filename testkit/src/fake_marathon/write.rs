@@ -390,37 +390,31 @@ mod tests {
         panic!("deployments did not finish");
     }
 
-    #[tokio::test]
-    async fn apps_are_created_scaled_killed_with_scale_and_deleted() {
+    async fn get_json(http: &reqwest::Client, url: String) -> Value {
+        http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// A fake with `/web` (2 health-checked instances on service port 10000) deployed.
+    async fn with_web() -> (FakeMarathon, reqwest::Client) {
         let fake = FakeMarathon::start(Options::default()).await.unwrap();
         fake.set_health_delay(Duration::from_millis(10));
         let http = reqwest::Client::new();
-        let url = fake.url();
         let def = json!({"id": "web", "instances": 2, "portDefinitions": [{"port": 10000}],
                          "healthChecks": [{"protocol": "HTTP", "path": "/"}]});
-        let created = http
-            .post(format!("{url}/v2/apps"))
-            .json(&def)
-            .send()
-            .await
-            .unwrap();
+        let url = format!("{}/v2/apps", fake.url());
+        let created = http.post(&url).json(&def).send().await.unwrap();
         assert_eq!(created.status(), 201);
-        let again = http
-            .post(format!("{url}/v2/apps"))
-            .json(&def)
-            .send()
-            .await
-            .unwrap();
+        let again = http.post(&url).json(&def).send().await.unwrap();
         assert_eq!(again.status(), 409);
         wait_idle(&fake).await;
-        let app: Value = http
-            .get(format!("{url}/v2/apps/web"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        (fake, http)
+    }
+
+    #[tokio::test]
+    async fn created_apps_run_healthy_serving_tasks_and_are_listed_and_deleted() {
+        let (fake, http) = with_web().await;
+        let url = fake.url();
+        let app = get_json(&http, format!("{url}/v2/apps/web")).await;
         let tasks = app["app"]["tasks"].as_array().unwrap().clone();
         assert_eq!(tasks.len(), 2);
         assert_eq!(app["app"]["ports"], json!([10000]));
@@ -430,18 +424,37 @@ mod tests {
             .get(format!("http://127.0.0.1:{port}/"))
             .send()
             .await
-            .unwrap()
-            .text()
+            .unwrap();
+        assert_eq!(body.text().await.unwrap(), "/web");
+        let listed = get_json(&http, format!("{url}/v2/apps")).await;
+        assert_eq!(listed["apps"][0]["id"], json!("/web"));
+        let deleted = http
+            .delete(format!("{url}/v2/apps/web"))
+            .send()
             .await
             .unwrap();
-        assert_eq!(body, "/web");
-        let before = app["app"]["versionInfo"]["lastScalingAt"]
+        assert_eq!(deleted.status(), 200);
+        assert!(fake.app("/web").is_none());
+        assert!(http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn kills_with_scale_lower_instances_and_scales_lock_the_app() {
+        let (fake, http) = with_web().await;
+        let url = fake.url();
+        let app = fake.app("/web").unwrap();
+        let task = app["tasks"][0].clone();
+        let before = app["versionInfo"]["lastScalingAt"]
             .as_str()
             .unwrap()
             .to_owned();
         let killed = http
             .post(format!("{url}/v2/tasks/delete?scale=true"))
-            .json(&json!({"ids": [tasks[0]["id"]]}))
+            .json(&json!({"ids": [task["id"]]}))
             .send()
             .await
             .unwrap();
@@ -455,55 +468,30 @@ mod tests {
             (Some(1), 1)
         );
         assert!(app["versionInfo"]["lastScalingAt"].as_str().unwrap() > before.as_str());
+        let port = task["ports"][0].as_u64().unwrap();
         assert!(http
             .get(format!("http://127.0.0.1:{port}/"))
             .send()
             .await
             .is_err());
-        let scaled = http
-            .put(format!("{url}/v2/apps/web"))
-            .json(&json!({"instances": 3}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(scaled.status(), 200);
-        let locked = http
-            .put(format!("{url}/v2/apps/web"))
-            .json(&json!({"instances": 4}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(locked.status(), 409);
-        let deployments: Value = http
-            .get(format!("{url}/v2/deployments"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let scale = |n: u64| {
+            http.put(format!("{url}/v2/apps/web"))
+                .json(&json!({"instances": n}))
+                .send()
+        };
+        assert_eq!(scale(3).await.unwrap().status(), 200);
+        assert_eq!(
+            scale(4).await.unwrap().status(),
+            409,
+            "locked by the deployment"
+        );
+        let deployments = get_json(&http, format!("{url}/v2/deployments")).await;
         assert_eq!(deployments[0]["affectedApps"], json!(["/web"]));
         wait_idle(&fake).await;
         assert_eq!(
             fake.app("/web").unwrap()["tasks"].as_array().unwrap().len(),
             3
         );
-        let listed: Value = http
-            .get(format!("{url}/v2/apps"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(listed["apps"][0]["id"], json!("/web"));
-        let deleted = http
-            .delete(format!("{url}/v2/apps/web"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deleted.status(), 200);
-        assert!(fake.app("/web").is_none());
     }
 
     #[tokio::test]

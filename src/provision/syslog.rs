@@ -58,17 +58,28 @@ pub fn stand_in(path: &Path) -> Result<bool, BindError> {
     Ok(true)
 }
 
-/// Writes each datagram as one log line, at the level of its syslog severity.
+/// Writes each datagram as one log line, at the level of its syslog severity. HAProxy's
+/// per-request traffic logs (severity info) go to DEBUG, so a busy load balancer does not flood
+/// marathon-lb's log; its notices (a server going DOWN, a worker exiting) and worse stay
+/// visible at INFO and above. The default head sends notices to two `log` lines, so a message
+/// equal to the one just before it is dropped.
 async fn forward(socket: tokio::net::UnixDatagram) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut previous = String::new();
     while let Ok(n) = socket.recv(&mut buf).await {
         let message = String::from_utf8_lossy(&buf[..n]);
         let (severity, text) = parse(&message);
+        if severity <= 5 && text == previous {
+            continue;
+        }
         match severity {
             0..=3 => tracing::error!(target: "haproxy", "{text}"),
             4 => tracing::warn!(target: "haproxy", "{text}"),
-            _ => tracing::info!(target: "haproxy", "{text}"),
+            5 => tracing::info!(target: "haproxy", "{text}"),
+            _ => tracing::debug!(target: "haproxy", "{text}"),
         }
+        previous.clear();
+        previous.push_str(text);
     }
 }
 

@@ -32,6 +32,7 @@
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.
 //! - [`longhelp`]: `--longhelp`, every label and template.
+//! - [`logging`]: the binary's log set-up (level, colour, format).
 //!
 //! The test fakes (a fake Marathon, a stand-in Kubernetes API server) and their binaries
 //! live in the `marathon-lb-testkit` workspace member (`testkit/`), a dev-dependency only:
@@ -45,6 +46,7 @@ pub mod compat;
 pub mod config;
 pub mod deploy;
 pub mod haproxy;
+pub mod logging;
 pub mod longhelp;
 pub mod marathon;
 pub mod metrics;

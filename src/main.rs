@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         print!("{}", marathon_lb::longhelp::text());
         return ExitCode::SUCCESS;
     }
-    init_logging(&cli.log_level);
+    marathon_lb::logging::init(&cli.log_level);
     let config = match cli.validate(|k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(usage) => clap::Error::raw(
@@ -82,27 +82,6 @@ fn describe(error: &anyhow::Error) -> String {
         }
     }
     text
-}
-
-fn init_logging(level: &str) {
-    let level = match level.to_ascii_uppercase().as_str() {
-        "DEBUG" => "debug",
-        "WARNING" | "WARN" => "warn",
-        "ERROR" | "CRITICAL" | "FATAL" => "error",
-        _ => "info",
-    };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("MARATHON_LB_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("marathon_lb={level},haproxy={level}"))
-        });
-    // Colour only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -41,6 +41,8 @@ pub struct Managed {
     metrics: Metrics,
     /// How long a removed server may keep its sessions before they are shut down.
     drain_wait: Duration,
+    /// The last change served: its reason and a summary (for the recent applies).
+    last_change: (String, String),
 }
 
 impl Managed {
@@ -52,7 +54,13 @@ impl Managed {
             running: None,
             metrics,
             drain_wait,
+            last_change: Default::default(),
         }
+    }
+
+    /// The reason and summary of the last change served (runtime ops name their servers).
+    pub fn last_change(&self) -> (&str, &str) {
+        (&self.last_change.0, &self.last_change.1)
     }
 
     /// Whether HAProxy runs.
@@ -186,6 +194,7 @@ impl Managed {
             "applied server changes through the Runtime API"
         );
         self.running = Some(next);
+        self.last_change = ("runtime_ops".into(), crate::status::summarize_ops(ops));
         Ok(Deployed::Runtime(ops.len()))
     }
 
@@ -224,6 +233,7 @@ impl Managed {
                         "applied server changes through the Runtime API"
                     );
                     self.running = Some(next);
+                    self.last_change = ("runtime_ops".into(), crate::status::summarize_ops(&ops));
                     Ok(Deployed::Runtime(ops.len()))
                 }
                 Err(e) => {
@@ -233,7 +243,13 @@ impl Managed {
             },
             Plan::Reload(changes) => {
                 let reason = reason_of(&changes);
-                tracing::info!(%reason, changes = %changes.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "), "reloading HAProxy");
+                self.last_change.1 = changes
+                    .iter()
+                    .take(3)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::info!(%reason, changes = %self.last_change.1, "reloading HAProxy");
                 self.reload(reason, next).await
             }
             // Server-only changes the Runtime API already failed to apply.
@@ -268,7 +284,9 @@ impl Managed {
         reason: ReloadReason,
         next: Rendered,
     ) -> Result<Deployed, run::Error> {
+        self.last_change.0 = reason.as_str().to_owned();
         if !self.is_running() {
+            self.last_change.0 = ReloadReason::Initial.as_str().to_owned();
             self.supervisor = None;
             self.running = None;
             return match self.start(&next.config).await {

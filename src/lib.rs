@@ -27,6 +27,8 @@
 //!   API, everything else written and reloaded with a typed reason.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
 //!   into passes, failures retried, status published.
+//! - [`status`]: the state the loop publishes (services, left-out apps, recent applies,
+//!   Marathon), read by the admin server and the metrics.
 //! - [`admin`]: the admin HTTP server (`--admin-addr`): health, status JSON and page,
 //!   metrics, and the signal endpoints HAProxy's `:9090/_mlb_signal/*` forward to.
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
@@ -54,4 +56,5 @@ pub mod model;
 pub mod reconcile;
 pub mod render;
 pub mod run;
+pub mod status;
 pub mod templates;

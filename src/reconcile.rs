@@ -23,6 +23,8 @@ use crate::marathon::client::Client;
 use crate::marathon::watch::Backoff;
 use crate::metrics::Metrics;
 use crate::run::{self, Memory, Outcome};
+use crate::status::services::Served;
+use crate::status::{ms, ApplyHow, ApplyRecord};
 use crate::templates::Templates;
 use retry::retryable;
 
@@ -98,32 +100,7 @@ async fn read_capped(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, 
     Ok(body)
 }
 
-/// The published state of the loop, read by the admin endpoints and metrics.
-#[derive(Debug, Clone, Default)]
-pub struct Status {
-    /// Passes run so far.
-    pub passes: u64,
-    /// Passes that wrote a new config.
-    pub applies: u64,
-    /// When a config was last written (or found unchanged and valid).
-    pub last_success: Option<SystemTime>,
-    /// When a new config was last written.
-    pub last_apply: Option<SystemTime>,
-    /// The error of the last pass, if it failed.
-    pub last_error: Option<String>,
-    /// Whether the Marathon event stream is connected.
-    pub marathon_connected: bool,
-    /// Apps with at least one load-balanced service in the last rendered config.
-    pub apps: usize,
-    /// Apps (or service ports) left out of the last config: for invalid labels or JSON,
-    /// port conflicts, templates that do not format (live mode), or because HAProxy rejects
-    /// them.
-    pub invalid_apps: Vec<InvalidApp>,
-    /// Server changes applied without a reload (managed mode).
-    pub runtime_applies: u64,
-    /// When the last pass finished (successful or not).
-    pub last_pass: Option<SystemTime>,
-}
+pub use crate::status::Status;
 
 /// Timing of the loop.
 #[derive(Debug, Clone)]
@@ -264,13 +241,21 @@ impl Reconciler {
                 tracing::error!(error = %e, "cannot fetch apps; keeping the current config");
                 self.metrics.pass(false, started.elapsed());
                 self.status.send_modify(|s| {
+                    let now = SystemTime::now();
+                    s.marathon.fetch_failed(now, &e);
+                    s.record_apply(ApplyRecord::failed(now, &e, ms(started.elapsed())));
                     s.last_error = Some(e);
-                    s.last_pass = Some(SystemTime::now());
+                    s.last_pass = Some(now);
                 });
                 return PassResult::Retry;
             }
         };
         let fetched = started.elapsed();
+        let size = body.len();
+        self.status.send_modify(|s| {
+            s.marathon
+                .fetched(&origin, SystemTime::now(), fetched, size)
+        });
         let result = self.build_and_deploy(body, &origin, memory).await;
         let took = started.elapsed();
         self.metrics.pass(result.is_ok(), took);
@@ -285,25 +270,33 @@ impl Reconciler {
                 );
                 let invalid = reporter.update(done.left_out, done.rejected.as_deref(), now);
                 self.metrics.set_invalid_apps(invalid.len());
+                let record = self.apply_record(done.outcome, now, ms(took));
+                let mut served = done.served;
+                served
+                    .services
+                    .retain(|s| !invalid.iter().any(|i| i.app_id == s.app_id));
                 self.status.send_modify(|s| {
                     s.last_success = Some(now);
                     s.last_pass = Some(now);
                     s.last_error = None;
-                    s.apps = done.apps;
+                    s.apps = served.services.len();
+                    s.services = Arc::new(served.services);
+                    s.stats_page = served.stats_page;
                     s.invalid_apps = invalid;
-                    match done.outcome {
-                        PassOutcome::Unchanged => {}
-                        PassOutcome::Runtime => s.runtime_applies += 1,
-                        PassOutcome::Applied => {
-                            s.applies += 1;
-                            s.last_apply = Some(now);
-                        }
+                    s.record_apply(record);
+                    if done.outcome == PassOutcome::Runtime {
+                        s.runtime_applies += 1;
+                    }
+                    if done.outcome != PassOutcome::Unchanged {
+                        s.applies += 1;
+                        s.last_apply = Some(now);
                     }
                 });
             }
             Err(e) => {
                 tracing::error!(error = %e, "pass failed; keeping the last good config");
                 self.status.send_modify(|s| {
+                    s.record_apply(ApplyRecord::failed(now, &e.to_string(), ms(took)));
                     s.last_error = Some(e.to_string());
                     s.last_pass = Some(now);
                 });
@@ -325,7 +318,7 @@ impl Reconciler {
         let mut built = tokio::task::block_in_place(|| {
             run::build_body(body, origin, config, templates, memory)
         })?;
-        let apps = count_apps(&built.rendered.config);
+        let served = Served::of(&built);
         let left_out = std::mem::take(&mut built.left_out);
         match &mut self.target {
             Target::Command { reload_pending } => {
@@ -359,7 +352,7 @@ impl Reconciler {
                 };
                 Ok(Done {
                     outcome,
-                    apps,
+                    served,
                     left_out,
                     rejected,
                 })
@@ -385,7 +378,7 @@ impl Reconciler {
                 if managed.serves(&built.rendered) {
                     return Ok(Done {
                         outcome: PassOutcome::Unchanged,
-                        apps,
+                        served,
                         left_out,
                         rejected: None,
                     });
@@ -400,7 +393,7 @@ impl Reconciler {
                         Ok(_) => {
                             return Ok(Done {
                                 outcome: PassOutcome::Runtime,
-                                apps,
+                                served,
                                 left_out,
                                 rejected: None,
                             })
@@ -420,12 +413,30 @@ impl Reconciler {
                 };
                 Ok(Done {
                     outcome,
-                    apps,
+                    served,
                     left_out,
                     rejected,
                 })
             }
         }
+    }
+
+    /// The pass's outcome as a recent apply; one log line for each change, with its reason.
+    fn apply_record(&self, outcome: PassOutcome, at: SystemTime, took_ms: u64) -> ApplyRecord {
+        let (how, reason, changes) = match (&self.target, outcome) {
+            (_, PassOutcome::Unchanged) => (ApplyHow::Nothing, "", ""),
+            (Target::Managed(m), PassOutcome::Runtime) => {
+                (ApplyHow::Runtime, m.last_change().0, m.last_change().1)
+            }
+            (Target::Managed(m), _) => (ApplyHow::Reload, m.last_change().0, m.last_change().1),
+            (Target::Command { .. }, _) => {
+                (ApplyHow::Command, "config_change", "new config written")
+            }
+        };
+        if how != ApplyHow::Nothing {
+            tracing::info!(?how, reason, changes, took_ms, "applied");
+        }
+        ApplyRecord::new(at, how, reason, changes, took_ms)
     }
 
     async fn reload_existing(&mut self) {
@@ -439,6 +450,12 @@ impl Reconciler {
                 outcome
             }
         };
+        let now = SystemTime::now();
+        let record = match &result {
+            Ok(()) => ApplyRecord::new(now, ApplyHow::Reload, "manual_signal", "", 0),
+            Err(e) => ApplyRecord::failed(now, &e.to_string(), 0),
+        };
+        self.status.send_modify(|s| s.record_apply(record));
         match result {
             Ok(()) => tracing::info!("re-applied the existing config"),
             Err(e) => tracing::error!(error = %e, "cannot re-apply the existing config"),
@@ -456,16 +473,11 @@ enum PassOutcome {
 
 struct Done {
     outcome: PassOutcome,
-    apps: usize,
+    served: Served,
     /// Apps left out for invalid input (every pass, live mode).
     left_out: Vec<crate::model::invalid::LeftOut>,
     /// Apps HAProxy rejected, when the config was checked in this pass.
     rejected: Option<Vec<crate::haproxy::isolate::RejectedApp>>,
-}
-
-/// Backends in a config text, as a cheap count of load-balanced services for status.
-fn count_apps(config: &str) -> usize {
-    config.lines().filter(|l| l.starts_with("backend ")).count()
 }
 
 /// Sends a `Resync` whenever the file's size, modification time or content changes

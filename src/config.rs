@@ -83,6 +83,10 @@ pub struct Cli {
     /// A taken address is a start-up error. POST /signal/* refuses cross-origin browser requests.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
     pub admin_addr: String,
+    /// Live mode: /healthz and the dashboard say degraded once Marathon has been unreachable
+    /// (fetches failing, or the event stream down) for longer than SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub marathon_unreachable_after: u64,
     /// HAProxy binary that marathon-lb runs when no --command is given (live mode).
     #[arg(long, value_name = "PATH", default_value = "haproxy")]
     pub haproxy_bin: String,
@@ -337,6 +341,7 @@ impl Cli {
             resync_every: secs(self.resync_interval),
             max_backoff: secs(self.max_backoff),
             admin_addr: self.admin_addr.clone(),
+            marathon_unreachable_after: Duration::from_secs(self.marathon_unreachable_after),
         })
     }
 }

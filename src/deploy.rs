@@ -366,6 +366,11 @@ impl Managed {
         }
     }
 
+    /// How HAProxy is started (its sockets, for the admin server's live view).
+    pub fn settings(&self) -> &SupervisorConfig {
+        &self.settings
+    }
+
     /// The supervisor, once started.
     pub fn supervisor(&self) -> Option<&Supervisor> {
         self.supervisor.as_ref()

@@ -29,6 +29,7 @@ use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
     allocator::tune();
+    marathon_lb::status::started();
     let cli = Cli::parse();
     if cli.longhelp {
         print!("{}", marathon_lb::longhelp::text());
@@ -196,10 +197,6 @@ async fn live(
     drop(triggers);
 
     let metrics = Metrics::new();
-    if let Some(listener) = admin_listener {
-        let state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
-        spawn_admin(listener, state, status_rx, stop_rx.clone(), &mut feeders);
-    }
     let target = if let Some(options) = managed_options {
         let config_path = &config.output.paths.config;
         Target::Managed(Box::new(managed(
@@ -213,6 +210,21 @@ async fn live(
             reload_pending: false,
         }
     };
+    if let Some(listener) = admin_listener {
+        let mut state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers)
+            .listing_invalid_apps()
+            .with_marathon_unreachable_after(options.marathon_unreachable_after);
+        if let Target::Managed(managed) = &target {
+            if let Some(runtime_socket) = managed.settings().runtime_socket.clone() {
+                let link = admin::HaproxyLink {
+                    runtime_socket,
+                    master_socket: managed.settings().master_socket.clone(),
+                };
+                state = state.with_haproxy(link, admin::live::DEFAULT_EVERY);
+            }
+        }
+        spawn_admin(listener, state, stop_rx.clone(), &mut feeders);
+    }
     let reconciler = Reconciler {
         config: config.clone(),
         templates,
@@ -266,14 +278,9 @@ fn spawn_triggers(
 fn spawn_admin(
     listener: tokio::net::TcpListener,
     state: AdminState,
-    status: watch::Receiver<Status>,
     mut stop: watch::Receiver<bool>,
     feeders: &mut tokio::task::JoinSet<()>,
 ) {
-    // Every live mode publishes the apps it left out (an empty list included).
-    let (invalid_tx, invalid_rx) = watch::channel(Vec::new());
-    feeders.spawn(mirror_invalid_apps(status, invalid_tx));
-    let state = state.with_invalid_apps(invalid_rx);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -324,24 +331,6 @@ fn managed(
     ))
 }
 
-/// Keeps the admin server's list of left-out apps equal to the loop's published status.
-async fn mirror_invalid_apps(
-    mut status: watch::Receiver<Status>,
-    out: watch::Sender<Vec<admin::InvalidApp>>,
-) {
-    loop {
-        let apps: Vec<admin::InvalidApp> = status.borrow_and_update().invalid_apps.clone();
-        out.send_if_modified(|current| {
-            let changed = *current != apps;
-            *current = apps;
-            changed
-        });
-        if status.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Marathon's event stream -> triggers: resync on every (re)connect and relevant event.
 async fn forward_events(
     client: Arc<Client>,
@@ -357,12 +346,24 @@ async fn forward_events(
         match event {
             WatchEvent::Connected { url } => {
                 tracing::info!(%url, "event stream connected");
-                status.send_modify(|s| s.marathon_connected = true);
+                status.send_modify(|s| {
+                    s.marathon_connected = true;
+                    s.marathon.stream(true, std::time::SystemTime::now());
+                });
             }
-            WatchEvent::Relevant(kind) => tracing::debug!(%kind, "relevant event"),
+            WatchEvent::Relevant(kind) => {
+                tracing::debug!(%kind, "relevant event");
+                status.send_modify(|s| {
+                    s.marathon
+                        .event(&kind.to_string(), std::time::SystemTime::now())
+                });
+            }
             WatchEvent::Disconnected { error, retry_in } => {
                 tracing::warn!(error = %error.chain(), retry_in_ms = retry_in.as_millis() as u64, "event stream down");
-                status.send_modify(|s| s.marathon_connected = false);
+                status.send_modify(|s| {
+                    s.marathon_connected = false;
+                    s.marathon.stream(false, std::time::SystemTime::now());
+                });
                 continue;
             }
         }

@@ -131,6 +131,9 @@ pub struct MarathonInfo {
     pub last_fetch_error: Option<String>,
     /// Event stream (re)connections so far.
     pub stream_connects: u64,
+    /// Since when the event stream is down (`None` while connected or not followed).
+    #[serde(skip)]
+    pub stream_down_since: Option<SystemTime>,
 }
 
 impl MarathonInfo {
@@ -148,6 +151,27 @@ impl MarathonInfo {
     pub fn fetch_failed(&mut self, at: SystemTime, error: &str) {
         self.failing_since.get_or_insert(at);
         self.last_fetch_error = Some(error.to_owned());
+    }
+
+    /// The event stream connected (`true`) or went down.
+    pub fn stream(&mut self, connected: bool, at: SystemTime) {
+        if connected {
+            self.stream_connects += 1;
+            self.stream_down_since = None;
+        } else {
+            self.stream_down_since.get_or_insert(at);
+        }
+    }
+
+    /// An event of type `kind` arrived.
+    pub fn event(&mut self, kind: &str, at: SystemTime) {
+        self.last_event = Some((at, kind.to_owned()));
+    }
+
+    /// How long the event stream has been down at `now`.
+    pub fn stream_down_for(&self, now: SystemTime) -> Option<Duration> {
+        self.stream_down_since
+            .map(|since| now.duration_since(since).unwrap_or_default())
     }
 
     /// How long Marathon has been unreachable at `now` (`None` while reachable).

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
+pub mod stats;
 mod validate;
 
 pub use apply::{apply, changed, reload, ApplyError, Paths};

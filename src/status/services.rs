@@ -30,7 +30,8 @@ pub struct ServiceInfo {
     pub backend: String,
     /// The `HAPROXY_*` labels that shaped it.
     pub labels: BTreeMap<String, String>,
-    /// Its servers (tasks), in config order.
+    /// Its servers (tasks), in config order (listed by the state API with their live state).
+    #[serde(skip)]
     pub servers: Vec<ServerInfo>,
 }
 

@@ -534,6 +534,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let passes = running.status.borrow().passes;
         assert!((1..=2).contains(&passes), "{passes} passes for one burst");
+        let services = running.status.borrow().services.clone();
+        assert_eq!(services.len(), 1, "the served service is published");
+        assert_eq!(services[0].backend, "a_10000");
         assert!(std::fs::read_to_string(dir.path().join("haproxy.cfg"))
             .unwrap()
             .contains("backend a_10000"));

@@ -100,7 +100,7 @@
       var route = s.vhosts.length ? s.vhosts.join(', ') + (s.path ? ' ' + s.path : '') : (s.path || '-');
       return h('tr', { 'data-backend': s.backend, 'data-app': s.app_id },
         h('td', {}, h('div', { class: 'app' }, s.app_id),
-          h('div', { class: 'sub' }, 'port index ' + (s.port_index === null ? '-' : s.port_index) + ' · ' + s.backend)),
+          h('div', { class: 'sub' }, (s.port_index === null ? '' : 'port index ' + s.port_index + ' · ') + 'backend ' + s.backend)),
         h('td', { class: 'port' }, s.bind),
         h('td', {}, s.mode),
         h('td', { class: 'vhosts' }, route),

@@ -1,7 +1,7 @@
 //! The services the config serves, as the state API lists them: the model's view (app,
 //! ports, vhosts, labels, tasks) under the names HAProxy knows them by.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ pub struct ServiceInfo {
     pub service_port: i64,
     /// The frontend's name (marathon-lb names frontend and backend alike).
     pub frontend: String,
-    /// `bind_addr:port` of the frontend.
+    /// The address the frontend binds (`*:10000`, `127.0.0.1:10000`), from its `bind` line.
     pub bind: String,
     /// `http` or `tcp`.
     pub mode: String,
@@ -48,22 +48,47 @@ pub struct ServerInfo {
     pub draining: bool,
 }
 
-/// The services of `services` that `config` serves (a `backend` section of their name).
+/// The services of `services` that `config` serves (a `backend` section of their name),
+/// with the address their frontend really binds (templates may change it).
 pub fn served(services: &[Service], config: &str) -> Vec<ServiceInfo> {
     let backends: HashSet<&str> = config
         .lines()
         .filter_map(|l| l.strip_prefix("backend "))
         .map(str::trim)
         .collect();
+    let binds = frontend_binds(config);
     services
         .iter()
         .filter_map(|s| {
             let backend = backend_name(s);
-            backends
-                .contains(backend.as_str())
-                .then(|| info(s, backend))
+            if !backends.contains(backend.as_str()) {
+                return None;
+            }
+            let mut info = info(s, backend);
+            if let Some(bind) = binds.get(info.frontend.as_str()) {
+                info.bind = (*bind).to_owned();
+            }
+            Some(info)
         })
         .collect()
+}
+
+/// Frontend name -> the address of its first `bind` line.
+fn frontend_binds(config: &str) -> HashMap<&str, &str> {
+    let mut binds = HashMap::new();
+    let mut current: Option<&str> = None;
+    for line in config.lines() {
+        if let Some(name) = line.strip_prefix("frontend ") {
+            current = Some(name.trim());
+        } else if !line.starts_with(char::is_whitespace) && !line.is_empty() {
+            current = None;
+        } else if let (Some(name), Some(bind)) = (current, line.trim().strip_prefix("bind ")) {
+            if let Some(addr) = bind.split_whitespace().next() {
+                binds.entry(name).or_insert(addr);
+            }
+        }
+    }
+    binds
 }
 
 fn info(s: &Service, backend: String) -> ServiceInfo {

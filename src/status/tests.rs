@@ -75,6 +75,13 @@ fn service_and_server_names_are_the_rendered_ones() {
     assert_eq!(web.vhosts, ["web.example.com", "www.example.com"]);
     assert_eq!(web.port_index, Some(0));
     assert_eq!(web.bind, "*:10001");
+    let templated = built
+        .rendered
+        .config
+        .replace("bind *:10001", "bind 127.0.0.1:10001 ssl");
+    assert_ne!(templated, built.rendered.config);
+    let served = services::served(&built.services, &templated);
+    assert_eq!(served[0].bind, "127.0.0.1:10001", "the bind line's address");
     assert_eq!(web.servers.len(), 2);
     for server in &web.servers {
         let line = format!("server {} {}", server.name, server.address);

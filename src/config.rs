@@ -158,10 +158,11 @@ pub struct Cli {
     /// pass whose fetch, write or reload failed.
     #[arg(long, default_value_t = 300)]
     pub max_backoff: u64,
-    /// Syslog socket ('/dev/null' to disable); logs always go to stderr.
+    /// Syslog socket, used when it exists ('/dev/null' to disable); logs always go to stderr too.
     #[arg(long, default_value = "/dev/log")]
     pub syslog_socket: String,
-    /// Log format of the original (accepted; this implementation logs with tracing's format).
+    /// `json` for JSON lines on stderr; anything else (such as the original's Python format
+    /// string) means the human-readable format.
     #[arg(long, default_value = "%(asctime)-15s %(name)s: %(message)s")]
     pub log_format: String,
     /// Log level: DEBUG, INFO, WARNING, ERROR, CRITICAL (any case).

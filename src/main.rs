@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         print!("{}", marathon_lb::longhelp::text());
         return ExitCode::SUCCESS;
     }
-    marathon_lb::logging::init(&cli.log_level);
+    marathon_lb::logging::init(&cli.log_level, &cli.log_format, &cli.syslog_socket);
     let config = match cli.validate(|k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(usage) => clap::Error::raw(

@@ -38,6 +38,7 @@ mod dashboard;
 mod guard;
 mod health;
 pub mod live;
+mod ops_metrics;
 pub mod state;
 
 pub use health::{Health, Rules, DEFAULT_MARATHON_UNREACHABLE_AFTER};
@@ -295,9 +296,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     if let Some(invalid) = state.invalid_apps() {
         state.metrics.set_invalid_apps(invalid.len());
     }
+    let extra = ops_metrics::encode(&state.status.borrow().clone());
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.encode(),
+        ops_metrics::append(state.metrics.encode(), &extra),
     )
         .into_response()
 }

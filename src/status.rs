@@ -79,6 +79,8 @@ pub struct Status {
     pub marathon: MarathonInfo,
     /// The `listen stats` page of the served config: `(port, uri)`.
     pub stats_page: Option<(u16, String)>,
+    /// When a pass (or a manual reload) last failed.
+    pub last_failure: Option<SystemTime>,
 }
 
 impl Status {
@@ -86,6 +88,9 @@ impl Status {
     /// are one entry (its time and count updated), so a quiet cluster does not push the
     /// real applies out.
     pub fn record_apply(&mut self, record: ApplyRecord) {
+        if record.how == ApplyHow::Failed {
+            self.last_failure = Some(record.at);
+        }
         if let Some(last) = self.recent_applies.back_mut() {
             if last.how == ApplyHow::Nothing && record.how == ApplyHow::Nothing {
                 last.repeated += 1;
@@ -134,6 +139,10 @@ pub struct MarathonInfo {
     /// Since when the event stream is down (`None` while connected or not followed).
     #[serde(skip)]
     pub stream_down_since: Option<SystemTime>,
+    /// Failed fetches so far.
+    pub fetch_errors: u64,
+    /// Events received so far, by type.
+    pub events: std::collections::BTreeMap<String, u64>,
 }
 
 impl MarathonInfo {
@@ -150,6 +159,7 @@ impl MarathonInfo {
     /// A failed fetch.
     pub fn fetch_failed(&mut self, at: SystemTime, error: &str) {
         self.failing_since.get_or_insert(at);
+        self.fetch_errors += 1;
         self.last_fetch_error = Some(error.to_owned());
     }
 
@@ -166,6 +176,7 @@ impl MarathonInfo {
     /// An event of type `kind` arrived.
     pub fn event(&mut self, kind: &str, at: SystemTime) {
         self.last_event = Some((at, kind.to_owned()));
+        *self.events.entry(kind.to_owned()).or_default() += 1;
     }
 
     /// How long the event stream has been down at `now`.

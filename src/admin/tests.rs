@@ -428,3 +428,45 @@ async fn cross_origin_signals_are_refused_and_queue_nothing() {
         .unwrap();
     assert_ne!(resp.status().as_u16(), 403);
 }
+
+#[tokio::test]
+async fn metrics_add_build_info_marathon_fetches_events_and_the_last_failure() {
+    let h = start(false).await;
+    h.status.send_modify(|s| {
+        *s = succeeded(UNIX_EPOCH + Duration::from_secs(42));
+        s.marathon.fetch_failed(UNIX_EPOCH, "refused");
+        s.marathon.fetch_failed(UNIX_EPOCH, "refused");
+        s.marathon
+            .fetched("m", UNIX_EPOCH, Duration::from_millis(250), 1234);
+        s.marathon.stream(true, UNIX_EPOCH);
+        s.marathon.event("status_update_event", UNIX_EPOCH);
+        s.marathon.event("status_update_event", UNIX_EPOCH);
+        s.record_apply(crate::status::ApplyRecord::failed(
+            UNIX_EPOCH + Duration::from_secs(77),
+            "boom",
+            1,
+        ));
+    });
+    let (_, _, body) = h.get("/metrics").await;
+    for line in [
+        &format!(
+            "marathon_lb_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "marathon_lb_marathon_fetch_errors_total 2",
+        "marathon_lb_marathon_last_fetch_duration_seconds 0.25",
+        "marathon_lb_marathon_last_fetch_size_bytes 1234",
+        "marathon_lb_marathon_stream_connects_total 1",
+        "marathon_lb_marathon_events_total{type=\"status_update_event\"} 2",
+        "marathon_lb_last_failure_timestamp_seconds 77.0",
+    ] {
+        assert!(
+            body.contains(&format!("\n{line}\n")),
+            "{line} not in:\n{body}"
+        );
+    }
+    assert!(
+        body.ends_with("# EOF\n") && body.matches("# EOF").count() == 1,
+        "{body}"
+    );
+}

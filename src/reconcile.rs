@@ -282,6 +282,7 @@ impl Reconciler {
                     s.apps = served.services.len();
                     s.services = Arc::new(served.services);
                     s.stats_page = served.stats_page;
+                    s.certificates = served.certificates;
                     s.invalid_apps = invalid;
                     s.record_apply(record);
                     if done.outcome == PassOutcome::Runtime {

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub mod applies;
+pub mod certs;
 pub mod services;
 
 pub use applies::{summarize_ops, ApplyHow, ApplyRecord};
@@ -81,6 +82,8 @@ pub struct Status {
     pub stats_page: Option<(u16, String)>,
     /// When a pass (or a manual reload) last failed.
     pub last_failure: Option<SystemTime>,
+    /// The certificate paths (`crt`) the served config's `bind` lines load.
+    pub certificates: Vec<std::path::PathBuf>,
 }
 
 impl Status {

@@ -361,5 +361,17 @@ async fn the_dashboard_shows_services_states_left_out_apps_and_changes_in_place(
         "the phone page scrolls sideways: {width}"
     );
     client.close().await.unwrap();
+    // The served certificate's expiry, from the file the config loads.
+    let metrics = lb.metrics().await;
+    let cert = managed::cert_pem().display().to_string();
+    let want = format!("marathon_lb_certificate_expiry_timestamp_seconds{{path=\"{cert}\"}} ");
+    let line = metrics.lines().find(|l| l.starts_with(&want));
+    let at: i64 = line
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{want} not in:\n{metrics}"));
+    assert_eq!(
+        Some(at),
+        marathon_lb::status::certs::expiry(&managed::cert_pem())
+    );
     drop(driver);
 }

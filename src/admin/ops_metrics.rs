@@ -1,6 +1,6 @@
 //! The series `/metrics` adds from the published status (built at scrape time, so they need
 //! no hook in the loop): build info, Marathon fetches, event stream and events by type, the
-//! last failure. Appended to [`crate::metrics::Metrics::encode`]'s output.
+//! last failure, and the expiry of every certificate the served config loads. Appended to [`crate::metrics::Metrics::encode`]'s output.
 
 use std::sync::atomic::AtomicU64;
 
@@ -16,6 +16,11 @@ use crate::status::{unix, Status};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     r#type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +93,20 @@ pub fn encode(status: &Status) -> String {
         "Unix time a pass (fetch, render, check or apply) last failed (0: never)",
         Unit::Seconds,
         failure,
+    );
+    let expiry = Family::<PathLabels, Gauge>::default();
+    for (path, at) in crate::status::certs::expiries(&status.certificates) {
+        expiry
+            .get_or_create(&PathLabels {
+                path: path.display().to_string(),
+            })
+            .set(at);
+    }
+    registry.register_with_unit(
+        "certificate_expiry_timestamp",
+        "Unix time each certificate the served config loads (crt) expires",
+        Unit::Seconds,
+        expiry,
     );
     let mut text = String::new();
     if prometheus_client::encoding::text::encode_registry(&mut text, &registry).is_err() {

@@ -173,6 +173,8 @@ pub struct Served {
     pub services: Vec<ServiceInfo>,
     /// [`super::stats_page`] of the config.
     pub stats_page: Option<(u16, String)>,
+    /// [`super::certs::served`] by the config.
+    pub certificates: Vec<std::path::PathBuf>,
 }
 
 impl Served {
@@ -181,6 +183,7 @@ impl Served {
         Self {
             services: served(&built.services, &built.rendered.config),
             stats_page: super::stats_page(&built.rendered.config),
+            certificates: super::certs::served(&built.rendered.config),
         }
     }
 }

@@ -238,6 +238,7 @@ impl Managed {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "runtime update failed; reloading instead");
+                    self.last_change.1 = format!("runtime update failed: {e}");
                     self.reload(ReloadReason::RuntimeFallback, next).await
                 }
             },
@@ -253,7 +254,10 @@ impl Managed {
                 self.reload(reason, next).await
             }
             // Server-only changes the Runtime API already failed to apply.
-            _ => self.reload(ReloadReason::RuntimeFallback, next).await,
+            _ => {
+                self.last_change.1 = "runtime update failed".to_owned();
+                self.reload(ReloadReason::RuntimeFallback, next).await
+            }
         }
     }
 

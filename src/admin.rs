@@ -7,7 +7,8 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /` | an HTML status page (plain table, no script) |
+//! | `GET /` | the dashboard (see [`dashboard`]), updated in place from `/api/v1/state` |
+//! | `GET /api/v1/state` | everything the dashboard shows, as JSON, see [`state::StateView`] |
 //! | `GET /healthz` | `200 ok` or `503` with the reason, see [`Health`] |
 //! | `GET /status` | the [`Status`] as JSON, see [`StatusView`] |
 //! | `GET /metrics` | [`Metrics::encode`] (OpenMetrics text) |
@@ -33,7 +34,15 @@ use tokio::sync::{mpsc, watch};
 use crate::metrics::{self, Metrics};
 use crate::reconcile::{Status, Trigger};
 
+mod dashboard;
 mod guard;
+mod health;
+pub mod live;
+mod ops_metrics;
+pub mod state;
+
+pub use health::{Health, Rules, DEFAULT_MARATHON_UNREACHABLE_AFTER};
+pub use live::{HaproxyLink, Live};
 
 /// The default `--admin-addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9092";
@@ -74,10 +83,14 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// The reconcile loop's trigger channel: the signal endpoints send into it.
     pub triggers: mpsc::UnboundedSender<Trigger>,
-    /// Apps left out of the last config, when the loop publishes them (else not listed).
-    pub invalid_apps: Option<watch::Receiver<Vec<InvalidApp>>>,
     /// See [`DEFAULT_FAILURE_GRACE`].
     pub failure_grace: Duration,
+    /// See [`DEFAULT_MARATHON_UNREACHABLE_AFTER`] (`--marathon-unreachable-after`).
+    pub marathon_unreachable_after: Duration,
+    /// HAProxy's live state (managed mode), polled in the background.
+    pub live: Option<watch::Receiver<Live>>,
+    /// List the loop's left-out apps even when there are none (every live mode does).
+    pub list_invalid_apps: bool,
 }
 
 impl AdminState {
@@ -91,16 +104,45 @@ impl AdminState {
             status,
             metrics,
             triggers,
-            invalid_apps: None,
             failure_grace: DEFAULT_FAILURE_GRACE,
+            marathon_unreachable_after: DEFAULT_MARATHON_UNREACHABLE_AFTER,
+            live: None,
+            list_invalid_apps: false,
         }
     }
 
-    /// Also lists (and counts, in `marathon_lb_invalid_apps`) the apps left out of the config.
+    /// Lists the loop's own left-out apps, an empty list included (live mode).
     #[must_use]
-    pub fn with_invalid_apps(mut self, invalid_apps: watch::Receiver<Vec<InvalidApp>>) -> Self {
-        self.invalid_apps = Some(invalid_apps);
+    pub fn listing_invalid_apps(mut self) -> Self {
+        self.list_invalid_apps = true;
         self
+    }
+
+    /// Reads HAProxy's live state (server states, pids) from `link` every `every`.
+    #[must_use]
+    pub fn with_haproxy(mut self, link: HaproxyLink, every: Duration) -> Self {
+        self.live = Some(live::spawn(link, every));
+        self
+    }
+
+    /// Sets how long Marathon may be unreachable before health says degraded.
+    #[must_use]
+    pub fn with_marathon_unreachable_after(mut self, after: Duration) -> Self {
+        self.marathon_unreachable_after = after;
+        self
+    }
+
+    /// The health rules' thresholds.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            failure_grace: self.failure_grace,
+            marathon_unreachable_after: self.marathon_unreachable_after,
+        }
+    }
+
+    /// HAProxy's last live state, when it is read.
+    pub fn live(&self) -> Option<Live> {
+        self.live.as_ref().map(|rx| rx.borrow().clone())
     }
 
     /// Sets how long failing passes stay healthy after the last success.
@@ -111,101 +153,10 @@ impl AdminState {
     }
 
     fn invalid_apps(&self) -> Option<Vec<InvalidApp>> {
-        if let Some(rx) = &self.invalid_apps {
-            return Some(rx.borrow().clone());
-        }
-        // Otherwise the reconcile loop's own list, when it left any app out.
+        // The loop's list: always in live mode, else only when it left an app out.
         let status = self.status.borrow();
         let listed: Vec<InvalidApp> = status.invalid_apps.clone();
-        (!listed.is_empty()).then_some(listed)
-    }
-}
-
-/// The health of the controller, as `GET /healthz` reports it.
-///
-/// Healthy (`200`, body starting `ok`) when the last pass succeeded, or when it failed but a
-/// pass succeeded less than the failure grace ago (the config it applied is still serving).
-/// Unhealthy (`503`) before any pass has succeeded, and when passes have been failing for
-/// longer than the grace; the body then names the last error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    /// The last pass succeeded.
-    Ok,
-    /// The last pass failed, within the grace after the last success.
-    Degraded {
-        /// The last pass's error.
-        error: String,
-        /// Time since the last successful pass.
-        since_success: Duration,
-    },
-    /// No pass has succeeded yet.
-    Starting {
-        /// The last pass's error, if a pass has run.
-        error: Option<String>,
-    },
-    /// Passes have been failing for longer than the grace.
-    Failing {
-        /// The last pass's error.
-        error: String,
-        /// Time since the last successful pass.
-        since_success: Duration,
-    },
-}
-
-impl Health {
-    /// Judges `status` at `now`. Pure: the caller passes the clock.
-    pub fn of(status: &Status, now: SystemTime, grace: Duration) -> Health {
-        let Some(success) = status.last_success else {
-            return Health::Starting {
-                error: status.last_error.clone(),
-            };
-        };
-        let Some(error) = status.last_error.clone() else {
-            return Health::Ok;
-        };
-        // A clock stepped backwards makes the success look "in the future": treat it as now.
-        let since_success = now.duration_since(success).unwrap_or_default();
-        if since_success <= grace {
-            Health::Degraded {
-                error,
-                since_success,
-            }
-        } else {
-            Health::Failing {
-                error,
-                since_success,
-            }
-        }
-    }
-
-    /// Whether `/healthz` answers `200`.
-    pub fn is_healthy(&self) -> bool {
-        matches!(self, Health::Ok | Health::Degraded { .. })
-    }
-
-    /// A one-line description; starts with `ok` exactly when healthy.
-    pub fn describe(&self) -> String {
-        match self {
-            Health::Ok => "ok".to_owned(),
-            Health::Degraded {
-                error,
-                since_success,
-            } => format!(
-                "ok (degraded): last pass failed, last success {}s ago: {error}",
-                since_success.as_secs()
-            ),
-            Health::Starting { error: None } => "starting: no pass has succeeded yet".to_owned(),
-            Health::Starting { error: Some(e) } => {
-                format!("starting: no pass has succeeded yet; last error: {e}")
-            }
-            Health::Failing {
-                error,
-                since_success,
-            } => format!(
-                "failing: last success {}s ago; last error: {error}",
-                since_success.as_secs()
-            ),
-        }
+        (self.list_invalid_apps || !listed.is_empty()).then_some(listed)
     }
 }
 
@@ -262,6 +213,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/", get(page))
         .route("/healthz", get(healthz))
         .route("/status", get(status))
+        .route("/api/v1/state", get(state::get))
+        .route("/assets/dashboard.js", get(dashboard::script))
         .route("/metrics", get(metrics))
         .merge(
             Router::new()
@@ -317,7 +270,8 @@ pub async fn serve_on(
 
 fn snapshot(state: &AdminState) -> (Status, Health) {
     let status = state.status.borrow().clone();
-    let health = Health::of(&status, SystemTime::now(), state.failure_grace);
+    let live = state.live();
+    let health = Health::judge(&status, live.as_ref(), SystemTime::now(), &state.rules());
     (status, health)
 }
 
@@ -341,9 +295,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     if let Some(invalid) = state.invalid_apps() {
         state.metrics.set_invalid_apps(invalid.len());
     }
+    let extra = ops_metrics::encode(&state.status.borrow().clone());
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.encode(),
+        ops_metrics::append(state.metrics.encode(), &extra),
     )
         .into_response()
 }
@@ -376,88 +331,7 @@ fn signal(state: &AdminState, trigger: Trigger, name: &str, what: &str) -> Respo
 }
 
 async fn page(State(state): State<AdminState>) -> Html<String> {
-    let (status, health) = snapshot(&state);
-    Html(render_page(
-        &StatusView::new(&status, &health, state.invalid_apps()),
-        status.last_apply,
-        SystemTime::now(),
-    ))
-}
-
-/// The HTML status page: one table of the status, the invalid apps, links and two buttons.
-fn render_page(view: &StatusView, last_apply: Option<SystemTime>, now: SystemTime) -> String {
-    let or_never = |t: &Option<String>| t.clone().unwrap_or_else(|| "never".to_owned());
-    let age = last_apply
-        .and_then(|t| now.duration_since(t).ok())
-        .map(|d| format!(" ({}s ago)", d.as_secs()))
-        .unwrap_or_default();
-    let rows = [
-        ("health", view.health.clone()),
-        ("passes", view.passes.to_string()),
-        ("applies", view.applies.to_string()),
-        ("last success", or_never(&view.last_success)),
-        ("last apply", format!("{}{age}", or_never(&view.last_apply))),
-        (
-            "last error",
-            view.last_error.clone().unwrap_or_else(|| "none".to_owned()),
-        ),
-        (
-            "marathon connected",
-            if view.marathon_connected { "yes" } else { "no" }.to_owned(),
-        ),
-        ("apps", view.apps.to_string()),
-    ];
-    let mut html = String::from(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"10\"><title>marathon-lb</title>\
-         <style>body{font-family:sans-serif}td,th{border:1px solid #999;padding:2px 8px;\
-         text-align:left}table{border-collapse:collapse}</style></head><body>\n\
-         <h1>marathon-lb</h1>\n<table>\n",
-    );
-    for (name, value) in rows {
-        html.push_str(&format!(
-            "<tr><th>{name}</th><td>{}</td></tr>\n",
-            escape(&value)
-        ));
-    }
-    html.push_str("</table>\n");
-    if let Some(invalid) = &view.invalid_apps {
-        html.push_str(&format!(
-            "<h2>Invalid apps ({})</h2>\n<table>\n<tr><th>app</th><th>error</th></tr>\n",
-            invalid.len()
-        ));
-        for app in invalid {
-            html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td></tr>\n",
-                escape(&app.app_id),
-                escape(&app.reason)
-            ));
-        }
-        html.push_str("</table>\n");
-    }
-    html.push_str(
-        "<p><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a> · \
-         <a href=\"/healthz\">/healthz</a></p>\n\
-         <form method=\"post\" action=\"/signal/hup\"><button>Resync (SIGHUP)</button></form>\n\
-         <form method=\"post\" action=\"/signal/usr1\">\
-         <button>Reload existing config (SIGUSR1)</button></form>\n</body></html>\n",
-    );
-    html
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    Html(dashboard::page(&state::view(&state)))
 }
 
 #[cfg(test)]

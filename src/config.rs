@@ -83,6 +83,10 @@ pub struct Cli {
     /// A taken address is a start-up error. POST /signal/* refuses cross-origin browser requests.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
     pub admin_addr: String,
+    /// Live mode: /healthz and the dashboard say degraded once Marathon has been unreachable
+    /// (fetches failing, or the event stream down) for longer than SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub marathon_unreachable_after: u64,
     /// HAProxy binary that marathon-lb runs when no --command is given (live mode).
     #[arg(long, value_name = "PATH", default_value = "haproxy")]
     pub haproxy_bin: String,
@@ -154,10 +158,11 @@ pub struct Cli {
     /// pass whose fetch, write or reload failed.
     #[arg(long, default_value_t = 300)]
     pub max_backoff: u64,
-    /// Syslog socket ('/dev/null' to disable); logs always go to stderr.
+    /// Syslog socket, used when it exists ('/dev/null' to disable); logs always go to stderr too.
     #[arg(long, default_value = "/dev/log")]
     pub syslog_socket: String,
-    /// Log format of the original (accepted; this implementation logs with tracing's format).
+    /// `json` for JSON lines on stderr; anything else (such as the original's Python format
+    /// string) means the human-readable format.
     #[arg(long, default_value = "%(asctime)-15s %(name)s: %(message)s")]
     pub log_format: String,
     /// Log level: DEBUG, INFO, WARNING, ERROR, CRITICAL (any case).
@@ -350,6 +355,7 @@ impl Cli {
             resync_every: secs(self.resync_interval),
             max_backoff: secs(self.max_backoff),
             admin_addr: self.admin_addr.clone(),
+            marathon_unreachable_after: Duration::from_secs(self.marathon_unreachable_after),
         })
     }
 }

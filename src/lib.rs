@@ -36,6 +36,8 @@
 //!   from `HAPROXY_SSL_CERT*`, `$MESOS_SANDBOX/templates`), so the binary is the entrypoint.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
 //!   into passes, failures retried with backoff, status published.
+//! - [`status`]: the state the loop publishes (services, left-out apps, recent applies,
+//!   Marathon), read by the admin server and the metrics.
 //! - [`admin`]: the admin HTTP server (`--admin-addr`): health, status JSON and page,
 //!   metrics, and the signal endpoints HAProxy's `:9090/_mlb_signal/*` forward to.
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
@@ -44,6 +46,7 @@
 //! - [`provision`]: managed mode's start: the Lua scripts carried in the binary and the
 //!   directories the HAProxy head names, written where the head expects them.
 //! - [`zdd`]: `marathon-lb zdd`, zero-downtime blue/green deployments through Marathon.
+//! - [`logging`]: the binary's log set-up (level, colour, format).
 //!
 //! The test fakes (a fake Marathon, a stand-in Kubernetes API server) and their binaries
 //! live in the `marathon-lb-testkit` workspace member (`testkit/`), a dev-dependency only:
@@ -57,6 +60,7 @@ pub mod compat;
 pub mod config;
 pub mod container;
 pub mod haproxy;
+pub mod logging;
 pub mod longhelp;
 pub mod marathon;
 pub mod metrics;
@@ -66,5 +70,6 @@ pub mod provision;
 pub mod reconcile;
 pub mod render;
 pub mod run;
+pub mod status;
 pub mod templates;
 pub mod zdd;

@@ -28,6 +28,7 @@ use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
     allocator::tune();
+    marathon_lb::status::started();
     if std::env::args_os().nth(1).is_some_and(|a| a == "zdd") {
         return marathon_lb::zdd::main(std::env::args_os().skip(1));
     }
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
         print!("{}", marathon_lb::longhelp::text());
         return ExitCode::SUCCESS;
     }
-    init_logging(&cli.log_level);
+    marathon_lb::logging::init(&cli.log_level, &cli.log_format, &cli.syslog_socket);
     let config = match cli.validate(|k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(usage) => clap::Error::raw(
@@ -84,27 +85,6 @@ fn main() -> ExitCode {
 fn describe(error: &anyhow::Error) -> String {
     let causes: Vec<String> = error.chain().map(ToString::to_string).collect();
     causes.join(": ")
-}
-
-fn init_logging(level: &str) {
-    let level = match level.to_ascii_uppercase().as_str() {
-        "DEBUG" => "debug",
-        "WARNING" | "WARN" => "warn",
-        "ERROR" | "CRITICAL" | "FATAL" => "error",
-        _ => "info",
-    };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("MARATHON_LB_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("marathon_lb={level},haproxy={level}"))
-        });
-    // Colour only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -216,9 +196,17 @@ async fn live(
     drop(triggers);
 
     let metrics = Metrics::new();
+    let managed_target = managed_options
+        .map(|o| managed(o, &config, admin_addr, &metrics))
+        .transpose()?;
     if let Some(listener) = admin_listener {
-        let state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers);
-        spawn_admin(listener, state, status_rx, stop_rx.clone(), &mut feeders);
+        let mut state = AdminState::new(status_rx.clone(), metrics.clone(), admin_triggers)
+            .listing_invalid_apps()
+            .with_marathon_unreachable_after(options.marathon_unreachable_after);
+        if let Some(link) = managed_target.as_ref().and_then(haproxy_link) {
+            state = state.with_haproxy(link, admin::live::DEFAULT_EVERY);
+        }
+        spawn_admin(listener, state, stop_rx.clone(), &mut feeders);
     }
     let parts = Parts {
         config: config.clone(),
@@ -228,8 +216,7 @@ async fn live(
         metrics: metrics.clone(),
         timing,
     };
-    if let Some(options) = managed_options {
-        let target = managed(options, &config, admin_addr, &metrics)?;
+    if let Some(target) = managed_target {
         parts.run(target, trigger_rx, stop_rx).await;
     } else {
         let target = CommandReload::new(&config, metrics);
@@ -308,14 +295,9 @@ fn spawn_triggers(
 fn spawn_admin(
     listener: tokio::net::TcpListener,
     state: AdminState,
-    status: watch::Receiver<Status>,
     mut stop: watch::Receiver<bool>,
     feeders: &mut tokio::task::JoinSet<()>,
 ) {
-    // Every live mode publishes the apps it left out (an empty list included).
-    let (invalid_tx, invalid_rx) = watch::channel(Vec::new());
-    feeders.spawn(mirror_invalid_apps(status, invalid_tx));
-    let state = state.with_invalid_apps(invalid_rx);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -324,6 +306,16 @@ fn spawn_admin(
             tracing::error!(error = %e, "admin server failed");
         }
     });
+}
+
+/// The sockets the admin server reads HAProxy's live state from (managed mode with a
+/// Runtime API socket).
+fn haproxy_link(managed: &Managed) -> Option<admin::HaproxyLink> {
+    let settings = managed.settings();
+    Some(admin::HaproxyLink {
+        runtime_socket: settings.runtime_socket.clone()?,
+        master_socket: settings.master_socket.clone(),
+    })
 }
 
 /// The supervised HAProxy of managed mode (no `--command`).
@@ -367,24 +359,6 @@ fn managed(
     ))
 }
 
-/// Keeps the admin server's list of left-out apps equal to the loop's published status.
-async fn mirror_invalid_apps(
-    mut status: watch::Receiver<Status>,
-    out: watch::Sender<Vec<admin::InvalidApp>>,
-) {
-    loop {
-        let apps: Vec<admin::InvalidApp> = status.borrow_and_update().invalid_apps.clone();
-        out.send_if_modified(|current| {
-            let changed = *current != apps;
-            *current = apps;
-            changed
-        });
-        if status.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Marathon's event stream -> triggers: resync on every (re)connect and relevant event.
 async fn forward_events(
     client: Arc<Client>,
@@ -400,12 +374,24 @@ async fn forward_events(
         match event {
             WatchEvent::Connected { url } => {
                 tracing::info!(%url, "event stream connected");
-                status.send_modify(|s| s.marathon_connected = true);
+                status.send_modify(|s| {
+                    s.marathon_connected = true;
+                    s.marathon.stream(true, std::time::SystemTime::now());
+                });
             }
-            WatchEvent::Relevant(kind) => tracing::debug!(%kind, "relevant event"),
+            WatchEvent::Relevant(kind) => {
+                tracing::debug!(%kind, "relevant event");
+                status.send_modify(|s| {
+                    s.marathon
+                        .event(&kind.to_string(), std::time::SystemTime::now())
+                });
+            }
             WatchEvent::Disconnected { error, retry_in } => {
                 tracing::warn!(error = %error.chain(), retry_in_ms = retry_in.as_millis() as u64, "event stream down");
-                status.send_modify(|s| s.marathon_connected = false);
+                status.send_modify(|s| {
+                    s.marathon_connected = false;
+                    s.marathon.stream(false, std::time::SystemTime::now());
+                });
                 continue;
             }
         }

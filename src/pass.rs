@@ -46,6 +46,15 @@ pub struct Outcome {
     pub rejected: Option<Vec<RejectedApp>>,
     /// Time spent fetching the apps.
     pub fetch: std::time::Duration,
+    /// Where the apps came from (the Marathon URL or the file).
+    pub origin: String,
+    /// Size of the apps body.
+    pub fetched_bytes: usize,
+    /// What the rendered config serves, for the status (services, stats page, certificates).
+    pub served: crate::status::services::Served,
+    /// What changed, in a few words: the servers a Runtime API update touched or the sections
+    /// a reload is for; empty when nothing changed.
+    pub changes: String,
 }
 
 /// One pass: fetch, model and render the apps, plan against what HAProxy serves, check and
@@ -67,6 +76,7 @@ pub async fn run(
     let started = std::time::Instant::now();
     let (body, origin) = source.fetch(config.source.max_body_bytes).await?;
     let fetch = started.elapsed();
+    let fetched_bytes = body.len();
     let mut built = tokio_block(|| run::build_body(body, &origin, config, templates, memory))?;
     let mut outcome = Outcome {
         applied: Applied::Unchanged,
@@ -75,6 +85,10 @@ pub async fn run(
         left_out: std::mem::take(&mut built.left_out),
         rejected: None,
         fetch,
+        origin,
+        fetched_bytes,
+        served: crate::status::services::Served::of(&built),
+        changes: String::new(),
     };
     if config.dry {
         println!("{}", built.rendered.config);
@@ -98,16 +112,22 @@ async fn apply(
 ) -> Result<Applied, Error> {
     let reason = match target.plan(&built.rendered) {
         Step::Unchanged => return unchanged(target).await,
-        Step::Runtime(ops) => match target.runtime(&ops, built.rendered).await {
-            Ok(()) => return Ok(Applied::Runtime { ops: ops.len() }),
-            Err(failed) => {
-                tracing::warn!(error = %failed.error, "runtime update failed; checking the config and reloading instead");
-                outcome.runtime_failure = Some(failed.error);
-                built.rendered = failed.next;
-                ReloadReason::RuntimeFallback
+        Step::Runtime(ops) => {
+            outcome.changes = crate::status::summarize_ops(&ops);
+            match target.runtime(&ops, built.rendered).await {
+                Ok(()) => return Ok(Applied::Runtime { ops: ops.len() }),
+                Err(failed) => {
+                    tracing::warn!(error = %failed.error, "runtime update failed; checking the config and reloading instead");
+                    outcome.runtime_failure = Some(failed.error);
+                    built.rendered = failed.next;
+                    ReloadReason::RuntimeFallback
+                }
             }
-        },
-        Step::Reload(reason) => reason,
+        }
+        Step::Reload { reason, changes } => {
+            outcome.changes = changes;
+            reason
+        }
     };
     let (config, templates) = (inputs.config, inputs.templates);
     let checked = tokio_block(|| run::check(built, config, templates))?;
@@ -118,6 +138,7 @@ async fn apply(
         false => match target.plan(checked.validated.rendered()) {
             Step::Unchanged => return unchanged(target).await,
             Step::Runtime(ops) if outcome.runtime_failure.is_none() => {
+                outcome.changes = crate::status::summarize_ops(&ops);
                 let next = checked.validated.into_rendered();
                 match target.runtime(&ops, next).await {
                     Ok(()) => return Ok(Applied::Runtime { ops: ops.len() }),
@@ -133,7 +154,10 @@ async fn apply(
                 }
             }
             Step::Runtime(_) => ReloadReason::RuntimeFallback,
-            Step::Reload(reason) => reason,
+            Step::Reload { reason, changes } => {
+                outcome.changes = changes;
+                reason
+            }
         },
     };
     Ok(target.reload(checked.validated, reason).await?)

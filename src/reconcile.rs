@@ -20,6 +20,7 @@ use crate::haproxy::target::{Applied, Target};
 use crate::marathon::watch::Backoff;
 use crate::metrics::Metrics;
 use crate::pass::{self, Memory};
+use crate::status::{ms, ApplyHow, ApplyRecord};
 use crate::templates::Templates;
 use retry::retryable;
 
@@ -42,32 +43,7 @@ pub enum Trigger {
     ReloadExisting,
 }
 
-/// The published state of the loop, read by the admin endpoints and metrics.
-#[derive(Debug, Clone, Default)]
-pub struct Status {
-    /// Passes run so far.
-    pub passes: u64,
-    /// Passes that wrote a new config.
-    pub applies: u64,
-    /// When a config was last written (or found unchanged and valid).
-    pub last_success: Option<SystemTime>,
-    /// When a new config was last written.
-    pub last_apply: Option<SystemTime>,
-    /// The error of the last pass, if it failed.
-    pub last_error: Option<String>,
-    /// Whether the Marathon event stream is connected.
-    pub marathon_connected: bool,
-    /// Apps with at least one load-balanced service in the last rendered config.
-    pub apps: usize,
-    /// Apps (or service ports) left out of the last config: for invalid labels or JSON,
-    /// port conflicts, templates that do not format (live mode), or because HAProxy rejects
-    /// them.
-    pub invalid_apps: Vec<InvalidApp>,
-    /// Server changes applied without a reload (managed mode).
-    pub runtime_applies: u64,
-    /// When the last pass finished (successful or not).
-    pub last_pass: Option<SystemTime>,
-}
+pub use crate::status::Status;
 
 /// Timing of the loop.
 #[derive(Debug, Clone)]
@@ -206,6 +182,10 @@ impl<T: Target> Reconciler<T> {
                     e => tracing::error!(error = %e, "pass failed; keeping the last good config"),
                 }
                 self.status.send_modify(|s| {
+                    if let pass::Error::Fetch(e) = &e {
+                        s.marathon.fetch_failed(now, &e.to_string());
+                    }
+                    s.record_apply(ApplyRecord::failed(now, &e.to_string(), ms(took)));
                     s.last_error = Some(e.to_string());
                     s.last_pass = Some(now);
                 });
@@ -223,15 +203,31 @@ impl<T: Target> Reconciler<T> {
         );
         let invalid = reporter.update(done.left_out, done.rejected.as_deref(), now);
         self.metrics.set_invalid_apps(invalid.len());
+        let command = matches!(self.config.apply, crate::config::Apply::Command(_));
+        let record = apply_record(&done.applied, &done.changes, command, now, ms(took));
+        let mut served = done.served;
+        served
+            .services
+            .retain(|s| !invalid.iter().any(|i| i.app_id == s.app_id));
         self.status.send_modify(|s| {
+            s.marathon
+                .fetched(&done.origin, now, done.fetch, done.fetched_bytes);
             s.last_success = Some(now);
             s.last_pass = Some(now);
             s.last_error = None;
-            s.apps = done.apps;
+            s.apps = served.services.len();
+            s.services = Arc::new(served.services);
+            s.stats_page = served.stats_page;
+            s.certificates = served.certificates;
             s.invalid_apps = invalid;
+            s.record_apply(record);
             match done.applied {
                 Applied::Unchanged | Applied::Printed => {}
-                Applied::Runtime { .. } => s.runtime_applies += 1,
+                Applied::Runtime { .. } => {
+                    s.runtime_applies += 1;
+                    s.applies += 1;
+                    s.last_apply = Some(now);
+                }
                 Applied::Reloaded { .. } | Applied::Written => {
                     s.applies += 1;
                     s.last_apply = Some(now);
@@ -242,11 +238,40 @@ impl<T: Target> Reconciler<T> {
     }
 
     async fn reload_existing(&mut self) {
-        match self.target.reload_existing(&self.config).await {
+        let result = self.target.reload_existing(&self.config).await;
+        let now = SystemTime::now();
+        let record = match &result {
+            Ok(()) => ApplyRecord::new(now, ApplyHow::Reload, "manual_signal", "", 0),
+            Err(e) => ApplyRecord::failed(now, &e.to_string(), 0),
+        };
+        self.status.send_modify(|s| s.record_apply(record));
+        match result {
             Ok(()) => tracing::info!("re-applied the existing config"),
             Err(e) => tracing::error!(error = %e, "cannot re-apply the existing config"),
         }
     }
+}
+
+/// A pass's outcome as a recent apply; one log line for each change, with its reason.
+/// `command`: HAProxy is reloaded by `--command` (the original's way), not by us.
+fn apply_record(
+    applied: &Applied,
+    changes: &str,
+    command: bool,
+    at: SystemTime,
+    took_ms: u64,
+) -> ApplyRecord {
+    let (how, reason, changes) = match applied {
+        Applied::Unchanged | Applied::Printed => (ApplyHow::Nothing, "", ""),
+        Applied::Runtime { .. } => (ApplyHow::Runtime, "servers_changed", changes),
+        Applied::Reloaded { reason } if !command => (ApplyHow::Reload, reason.as_str(), changes),
+        Applied::Reloaded { reason } => (ApplyHow::Command, reason.as_str(), changes),
+        Applied::Written => (ApplyHow::Command, "config_change", changes),
+    };
+    if how != ApplyHow::Nothing {
+        tracing::info!(?how, reason, changes, took_ms, "applied");
+    }
+    ApplyRecord::new(at, how, reason, changes, took_ms)
 }
 
 /// Sends a `Resync` whenever the file's size, modification time or content changes
@@ -303,6 +328,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let passes = running.status.borrow().passes;
         assert!((1..=2).contains(&passes), "{passes} passes for one burst");
+        let services = running.status.borrow().services.clone();
+        assert_eq!(services.len(), 1, "the served service is published");
+        assert_eq!(services[0].backend, "a_10000");
         assert!(std::fs::read_to_string(dir.path().join("haproxy.cfg"))
             .unwrap()
             .contains("backend a_10000"));

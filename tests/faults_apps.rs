@@ -182,9 +182,13 @@ async fn one_apps_bad_input_leaves_only_that_app_out() {
             assert_eq!(list[0]["labels"], json!([label]), "{list:?}");
         }
         assert_eq!(invalid_metric(&lb).await, Some(2.0));
-        assert_eq!(
-            lb.get_admin("/healthz").await.map(|h| h.1),
-            Some("ok\n".into())
+        // Serving, but an operator should look: degraded (200), naming the apps.
+        let (code, health) = lb.get_admin("/healthz").await.unwrap_or_default();
+        assert_eq!(code, 200, "{health}");
+        assert!(
+            health.starts_with("ok (degraded): 2 app(s) left out: /n [HAPROXY_0_BACKEND_WEIGHT]")
+                && health.contains("/x"),
+            "{health}"
         );
     }
     assert_eq!(t[3].hits(), 0);

@@ -8,7 +8,6 @@ use super::*;
 struct Harness {
     base: String,
     status: watch::Sender<Status>,
-    invalid: watch::Sender<Vec<InvalidApp>>,
     triggers: mpsc::UnboundedReceiver<Trigger>,
     metrics: Metrics,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -17,12 +16,11 @@ struct Harness {
 
 async fn start(with_invalid: bool) -> Harness {
     let (status, status_rx) = watch::channel(Status::default());
-    let (invalid, invalid_rx) = watch::channel(Vec::new());
     let (trigger_tx, triggers) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
     let mut state = AdminState::new(status_rx, metrics.clone(), trigger_tx);
     if with_invalid {
-        state = state.with_invalid_apps(invalid_rx);
+        state = state.listing_invalid_apps();
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -33,7 +31,6 @@ async fn start(with_invalid: bool) -> Harness {
     Harness {
         base,
         status,
-        invalid,
         triggers,
         metrics,
         stop: Some(stop),
@@ -167,12 +164,14 @@ async fn status_is_json_of_the_published_status() {
 #[tokio::test]
 async fn invalid_apps_are_listed_and_counted_when_published() {
     let h = start(true).await;
-    h.invalid.send_replace(vec![InvalidApp {
-        app_id: "/web".into(),
-        labels: vec!["HAPROXY_0_PORT".into()],
-        reason: "label HAPROXY_0_PORT=\"x\" is invalid".into(),
-        since: std::time::SystemTime::UNIX_EPOCH,
-    }]);
+    h.status.send_modify(|s| {
+        s.invalid_apps = vec![InvalidApp {
+            app_id: "/web".into(),
+            labels: vec!["HAPROXY_0_PORT".into()],
+            reason: "label HAPROXY_0_PORT=\"x\" is invalid".into(),
+            since: std::time::SystemTime::UNIX_EPOCH,
+        }]
+    });
     let (_, _, body) = h.get("/status").await;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["invalid_apps"][0]["app_id"], "/web");
@@ -181,9 +180,14 @@ async fn invalid_apps_are_listed_and_counted_when_published() {
         metrics.contains("\nmarathon_lb_invalid_apps 1\n"),
         "{metrics}"
     );
-    let (_, _, page) = h.get("/").await;
-    assert!(page.contains("<td>/web</td>"), "{page}");
-    assert!(page.contains("HAPROXY_0_PORT=&quot;x&quot;"), "{page}");
+    let (_, _, state) = h.get("/api/v1/state").await;
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["left_out"][0]["app_id"], "/web", "{state}");
+    assert_eq!(
+        state["left_out"][0]["labels"][0], "HAPROXY_0_PORT",
+        "{state}"
+    );
+    assert_eq!(state["summary"]["left_out"], 1, "{state}");
 }
 
 #[tokio::test]
@@ -229,7 +233,7 @@ async fn signals_queue_triggers_and_need_post() {
 }
 
 #[tokio::test]
-async fn page_is_an_escaped_html_table() {
+async fn the_dashboard_embeds_the_state_escaped_and_keeps_the_signal_buttons() {
     let h = start(false).await;
     h.status.send_replace(Status {
         last_error: Some("<script>alert(1)</script>".into()),
@@ -239,16 +243,109 @@ async fn page_is_an_escaped_html_table() {
     assert_eq!(code, 200);
     assert!(ctype.starts_with("text/html"), "{ctype}");
     assert!(
-        page.contains("<tr><th>passes</th><td>3</td></tr>"),
+        page.contains("\\u003cscript>alert(1)\\u003c/script>"),
         "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(page.contains("action=\"/signal/hup\""), "{page}");
+    assert!(page.contains("action=\"/signal/usr1\""), "{page}");
+    assert!(page.contains("src=\"/assets/dashboard.js\""), "{page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external resource: {page}"
+    );
+    let (code, ctype, script) = h.get("/assets/dashboard.js").await;
+    assert_eq!(code, 200);
+    assert!(ctype.starts_with("text/javascript"), "{ctype}");
+    assert!(script.contains("/api/v1/state"));
+    let (code, _, state) = h.get("/api/v1/state").await;
+    assert_eq!(code, 200);
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["health"]["status"], "degraded", "{state}");
+    assert_eq!(state["summary"]["last_error"], "<script>alert(1)</script>");
+}
+
+#[test]
+fn health_names_left_out_apps_dead_backends_and_an_unreachable_marathon() {
+    use crate::haproxy::stats::parse_show_stat;
+    use crate::status::{ServerInfo, ServiceInfo};
+    let now = SystemTime::now();
+    let rules = Rules {
+        failure_grace: DEFAULT_FAILURE_GRACE,
+        marathon_unreachable_after: Duration::from_secs(60),
+    };
+    let server = ServerInfo {
+        name: "127_0_0_1_31000".into(),
+        address: "127.0.0.1:31000".into(),
+        host: "127.0.0.1".into(),
+        draining: false,
+    };
+    let service = ServiceInfo {
+        app_id: "/web".into(),
+        port_index: Some(0),
+        service_port: 10000,
+        frontend: "web_10000".into(),
+        bind: "*:10000".into(),
+        mode: "tcp".into(),
+        vhosts: Vec::new(),
+        path: None,
+        backend: "web_10000".into(),
+        labels: Default::default(),
+        servers: vec![server],
+    };
+    let mut status = succeeded(now);
+    status.services = std::sync::Arc::new(vec![service]);
+    let stat = |state: &str| Live {
+        stats: Some(
+            parse_show_stat(&format!(
+                "# pxname,svname,status,type,check_status\n\
+                 web_10000,127_0_0_1_31000,{state},2,L4CON\nweb_10000,BACKEND,{state},1,\n"
+            ))
+            .unwrap(),
+        ),
+        ..Live::default()
+    };
+    assert_eq!(
+        Health::judge(&status, Some(&stat("UP")), now, &rules),
+        Health::Ok
+    );
+    let down = Health::judge(&status, Some(&stat("DOWN")), now, &rules);
+    assert_eq!(down.word(), "degraded");
+    assert!(down.is_healthy());
+    assert!(
+        down.describe()
+            .contains("backend web_10000 (/web) has no server up"),
+        "{down:?}"
+    );
+    let view = state::build(&status, Some(&stat("DOWN")), &down, now);
+    assert_eq!(view.services[0].servers[0].state, "DOWN");
+    assert_eq!(view.services[0].servers[0].check.as_deref(), Some("L4CON"));
+    assert_eq!((view.summary.servers_up, view.summary.servers_down), (0, 1));
+
+    status.invalid_apps = vec![InvalidApp {
+        app_id: "/bad".into(),
+        labels: vec!["HAPROXY_0_PORT".into()],
+        reason: "not a port".into(),
+        since: now,
+    }];
+    status
+        .marathon
+        .fetch_failed(now - Duration::from_secs(61), "connection refused");
+    let health = Health::judge(&status, None, now, &rules);
+    let text = health.describe();
+    assert!(text.starts_with("ok (degraded): "), "{text}");
+    assert!(
+        text.contains("1 app(s) left out: /bad [HAPROXY_0_PORT] (not a port)"),
+        "{text}"
     );
     assert!(
-        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
-        "{page}"
+        text.contains("Marathon unreachable for 61s: connection refused"),
+        "{text}"
     );
-    assert!(!page.contains("<script>"), "{page}");
-    assert!(page.contains("action=\"/signal/hup\""), "{page}");
-    assert!(!page.contains("Invalid apps"), "{page}");
+    status.marathon.fetch_failed(now, "x");
+    status.marathon.fetched("m", now, Duration::ZERO, 1);
+    status.invalid_apps.clear();
+    assert_eq!(Health::judge(&status, None, now, &rules), Health::Ok);
 }
 
 #[tokio::test]
@@ -331,4 +428,46 @@ async fn cross_origin_signals_are_refused_and_queue_nothing() {
         .await
         .unwrap();
     assert_ne!(resp.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn metrics_add_build_info_marathon_fetches_events_and_the_last_failure() {
+    let h = start(false).await;
+    h.status.send_modify(|s| {
+        *s = succeeded(UNIX_EPOCH + Duration::from_secs(42));
+        s.marathon.fetch_failed(UNIX_EPOCH, "refused");
+        s.marathon.fetch_failed(UNIX_EPOCH, "refused");
+        s.marathon
+            .fetched("m", UNIX_EPOCH, Duration::from_millis(250), 1234);
+        s.marathon.stream(true, UNIX_EPOCH);
+        s.marathon.event("status_update_event", UNIX_EPOCH);
+        s.marathon.event("status_update_event", UNIX_EPOCH);
+        s.record_apply(crate::status::ApplyRecord::failed(
+            UNIX_EPOCH + Duration::from_secs(77),
+            "boom",
+            1,
+        ));
+    });
+    let (_, _, body) = h.get("/metrics").await;
+    for line in [
+        &format!(
+            "marathon_lb_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "marathon_lb_marathon_fetch_errors_total 2",
+        "marathon_lb_marathon_last_fetch_duration_seconds 0.25",
+        "marathon_lb_marathon_last_fetch_size_bytes 1234",
+        "marathon_lb_marathon_stream_connects_total 1",
+        "marathon_lb_marathon_events_total{type=\"status_update_event\"} 2",
+        "marathon_lb_last_failure_timestamp_seconds 77.0",
+    ] {
+        assert!(
+            body.contains(&format!("\n{line}\n")),
+            "{line} not in:\n{body}"
+        );
+    }
+    assert!(
+        body.ends_with("# EOF\n") && body.matches("# EOF").count() == 1,
+        "{body}"
+    );
 }

@@ -145,4 +145,6 @@ pub struct LiveOptions {
     /// `--admin-addr` as given: parsed at start, so a bad address stays a start-up error
     /// (exit 1), as before, and is ignored by one pass.
     pub admin_addr: String,
+    /// `--marathon-unreachable-after`: when health says Marathon is unreachable.
+    pub marathon_unreachable_after: Duration,
 }

@@ -47,7 +47,10 @@ impl CommandReload {
 impl Target for CommandReload {
     fn plan(&self, next: &Rendered) -> Step {
         if super::changed(next, &self.output.paths, self.output.map) {
-            Step::Reload(ReloadReason::ConfigChange)
+            Step::Reload {
+                reason: ReloadReason::ConfigChange,
+                changes: "new config".to_owned(),
+            }
         } else {
             tracing::debug!("config unchanged, skipping reload");
             Step::Unchanged

@@ -53,6 +53,11 @@ impl Managed {
         }
     }
 
+    /// How HAProxy is started (its sockets, for the admin server's live view).
+    pub fn settings(&self) -> &SupervisorConfig {
+        &self.settings
+    }
+
     /// Whether HAProxy runs.
     pub fn is_running(&self) -> bool {
         self.supervisor

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
+pub mod stats;
 pub mod target;
 mod validate;
 

@@ -23,8 +23,13 @@ pub enum Step {
     Unchanged,
     /// Only servers differ: these Runtime API operations, no `haproxy -c`, no reload.
     Runtime(Vec<plan::Op>),
-    /// Check, write and reload, for this reason.
-    Reload(ReloadReason),
+    /// Check, write and reload.
+    Reload {
+        /// Why.
+        reason: ReloadReason,
+        /// What changed, for the log and the recent applies (the first few changes).
+        changes: String,
+    },
 }
 
 /// How a pass's config reached HAProxy.
@@ -145,15 +150,26 @@ impl Served {
     pub fn plan(&self, alive: bool, next: &Rendered) -> Step {
         let running = match (&self.running, alive) {
             (Some(running), true) => running,
-            _ => return Step::Reload(ReloadReason::Initial),
+            _ => {
+                return Step::Reload {
+                    reason: ReloadReason::Initial,
+                    changes: "HAProxy starts".to_owned(),
+                }
+            }
         };
         match plan::plan(Some(snapshot(running)), snapshot(next)) {
             Plan::Unchanged => Step::Unchanged,
             Plan::Runtime(ops) => Step::Runtime(ops),
             Plan::Reload(changes) => {
                 let reason = reason_of(&changes);
-                tracing::info!(%reason, changes = %changes.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; "), "planned a reload");
-                Step::Reload(reason)
+                let mut summary: Vec<String> =
+                    changes.iter().take(3).map(ToString::to_string).collect();
+                if changes.len() > 3 {
+                    summary.push(format!("{} more", changes.len() - 3));
+                }
+                let changes = summary.join("; ");
+                tracing::info!(%reason, %changes, "planned a reload");
+                Step::Reload { reason, changes }
             }
         }
     }

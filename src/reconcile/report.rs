@@ -9,32 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
-
 use crate::haproxy::isolate::RejectedApp;
 use crate::model::invalid::LeftOut;
 
-/// An app left out of the config, as `GET /status` and the status page list it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InvalidApp {
-    /// Marathon app id (`/group/app`; `apps[N]` for a list element without an id).
-    pub app_id: String,
-    /// The labels (or JSON fields) at fault, e.g. `HAPROXY_0_PORT`; may be empty.
-    pub labels: Vec<String>,
-    /// Why it was left out (serialized as `error`, the key `/status` has always used).
-    #[serde(rename = "error")]
-    pub reason: String,
-    /// When it was first left out for this reason (Unix seconds in JSON).
-    #[serde(serialize_with = "unix_seconds")]
-    pub since: SystemTime,
-}
-
-fn unix_seconds<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    s.serialize_u64(secs)
-}
+pub use crate::status::InvalidApp;
 
 /// What was reported so far.
 #[derive(Debug, Default)]

@@ -38,7 +38,7 @@
 //!   into passes, failures retried with backoff, status published.
 //! - [`status`]: the state the loop publishes (services, left-out apps, recent applies,
 //!   Marathon), read by the admin server and the metrics.
-//! - [`admin`]: the admin HTTP server (`--admin-addr`): health, status JSON and page,
+//! - [`admin`]: the admin HTTP server (`--admin-addr`): the dashboard, the state API, health,
 //!   metrics, and the signal endpoints HAProxy's `:9090/_mlb_signal/*` forward to.
 //! - [`metrics`]: the controller's Prometheus metrics (reloads, runtime updates, passes).
 //! - [`compat`]: Python-compatible conversions the original's output depends on.

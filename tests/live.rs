@@ -260,6 +260,8 @@ fn apps_file_watch_rerenders_on_change() {
             "--command",
             "true",
         ])
+        // Not the default 127.0.0.1:9092: another process holding it is a start-up error.
+        .args(["--admin-addr", "off"])
         .args(["--haproxy-config", config.to_str().unwrap()])
         .stderr(Stdio::null())
         .spawn()

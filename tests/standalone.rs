@@ -51,7 +51,8 @@ fn start(dir: &Path, head: &str, admin: u16, appid: u16) -> Child {
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .arg("--ssl-certs")
         .arg(managed::cert_pem())
-        .args(["--archive-versions", "0", "--log-level", "info"])
+        // DEBUG: HAProxy's per-request log lines (the proof that they reach stderr) are DEBUG.
+        .args(["--archive-versions", "0", "--log-level", "debug"])
         .env("NO_COLOR", "1")
         .env("HAPROXY_HEAD", head)
         .env(

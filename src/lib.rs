@@ -43,6 +43,7 @@
 //! - [`longhelp`]: `--longhelp`, every label and template.
 //! - [`provision`]: managed mode's start: the Lua scripts carried in the binary and the
 //!   directories the HAProxy head names, written where the head expects them.
+//! - [`zdd`]: `marathon-lb zdd`, zero-downtime blue/green deployments through Marathon.
 //!
 //! The test fakes (a fake Marathon, a stand-in Kubernetes API server) and their binaries
 //! live in the `marathon-lb-testkit` workspace member (`testkit/`), a dev-dependency only:
@@ -66,3 +67,4 @@ pub mod reconcile;
 pub mod render;
 pub mod run;
 pub mod templates;
+pub mod zdd;

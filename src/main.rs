@@ -28,6 +28,9 @@ use marathon_lb::templates::Templates;
 
 fn main() -> ExitCode {
     allocator::tune();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "zdd") {
+        return marathon_lb::zdd::main(std::env::args_os().skip(1));
+    }
     // `sse`/`poll` first: the original image's `run` conventions (src/container.rs).
     let args = match marathon_lb::container::prepare(std::env::args_os().collect()) {
         Ok(args) => args,

@@ -8,7 +8,20 @@
 //! RS256 login JWT with the service account's public key and issues tokens that
 //! Marathon routes then require (and that [`FakeMarathon::revoke_tokens`] invalidates).
 //!
+//! It also has Marathon's write API (module `write`): `POST /v2/apps`,
+//! `GET`/`PUT`/`DELETE /v2/apps/{id}` (`?force=true`), `GET /v2/deployments` and
+//! `POST /v2/tasks/delete?scale=true`. Apps written that way run real tasks (HTTP servers
+//! on loopback answering their app id, module `task_server`), get health results after a
+//! delay, and every change goes out on the event stream as Marathon's events
+//! (`api_post_event`, `deployment_info`, `status_update_event`,
+//! `health_status_changed_event`, `deployment_success`, `app_terminated_event`).
+//! `GET /v2/apps` lists the body set with [`FakeMarathon::set_apps`] followed by them.
+//!
 //! Used by the integration tests and benches of marathon-lb and by `src/bin/fake-marathon.rs`.
+
+mod store;
+pub mod task_server;
+mod write;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -26,6 +39,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -101,6 +115,24 @@ struct Shared {
     issued: AtomicUsize,
     /// Every request, in order.
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Apps written through the write API, their tasks and deployments.
+    store: Mutex<store::Store>,
+    /// Held by each step of a deployment (see `write::converge`).
+    converging: tokio::sync::Mutex<()>,
+}
+
+/// Sends a Marathon-shaped event (`eventType`, `timestamp` plus `extra`'s fields) to every
+/// open stream.
+fn broadcast(shared: &Shared, event_type: &str, extra: Value) {
+    let mut data = serde_json::json!({
+        "eventType": event_type,
+        "timestamp": "2024-01-01T00:00:00.000Z",
+    });
+    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    let bytes = Bytes::from(format!("event: {event_type}\ndata: {data}\n\n"));
+    lock(&shared.subscribers).retain(|tx| tx.send(bytes.clone()).is_ok());
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test must not hide its real failure).
@@ -192,14 +224,61 @@ impl FakeMarathon {
     /// Sends a Marathon-shaped event `{"eventType": …, "timestamp": …}` plus `extra`
     /// fields (a JSON object) to every open stream.
     pub fn push_marathon_event(&self, event_type: &str, extra: serde_json::Value) {
-        let mut data = serde_json::json!({
-            "eventType": event_type,
-            "timestamp": "2024-01-01T00:00:00.000Z",
-        });
-        if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
-            data.extend(extra);
+        broadcast(&self.shared, event_type, extra);
+    }
+
+    /// Time from a written app's task start to its first health result (default 300 ms).
+    pub fn set_health_delay(&self, delay: Duration) {
+        lock(&self.shared.store).health_delay = delay;
+    }
+
+    /// How long tasks started from now on take to answer a request (default: no delay).
+    pub fn set_task_delay(&self, delay: Duration) {
+        lock(&self.shared.store).task_delay = delay;
+    }
+
+    /// Makes the tasks of written app `app_id` report failing (`true`) or passing health
+    /// from their next result on; an app failing health keeps its deployment open.
+    pub fn fail_health(&self, app_id: &str, failing: bool) {
+        let id = store::normalise_id(app_id);
+        let mut store = lock(&self.shared.store);
+        if failing {
+            store.unhealthy.insert(id);
+        } else {
+            store.unhealthy.remove(&id);
         }
-        self.push_event(event_type, &data.to_string());
+    }
+
+    /// Makes the tasks of written app `app_id` started from now on answer every second
+    /// request with a `500` (they still pass health checks).
+    pub fn fail_requests(&self, app_id: &str) {
+        lock(&self.shared.store)
+            .flaky
+            .insert(store::normalise_id(app_id));
+    }
+
+    /// A written app as `GET /v2/apps/{id}` gives it (with `tasks` and `deployments`).
+    pub fn app(&self, app_id: &str) -> Option<serde_json::Value> {
+        lock(&self.shared.store).app_json(&store::normalise_id(app_id))
+    }
+
+    /// Ids of the written apps.
+    pub fn app_ids(&self) -> Vec<String> {
+        lock(&self.shared.store).apps.keys().cloned().collect()
+    }
+
+    /// Number of deployments in progress.
+    pub fn deployments(&self) -> usize {
+        lock(&self.shared.store).deployments.len()
+    }
+
+    /// Requests answered by the tasks of written app `app_id` (tasks still running).
+    pub fn task_hits(&self, app_id: &str) -> u64 {
+        let store = lock(&self.shared.store);
+        store
+            .apps
+            .get(&store::normalise_id(app_id))
+            .map_or(0, |a| a.tasks.iter().map(|t| t.server.hits()).sum())
     }
 
     /// Sends a keep-alive comment line to every open stream.
@@ -271,7 +350,15 @@ impl FakeMarathon {
 /// The routes: Marathon's under the prefix, the DC/OS login at the root.
 fn router(shared: Arc<Shared>) -> Router {
     let marathon = Router::new()
-        .route("/v2/apps", get(apps))
+        .route("/v2/apps", get(apps).post(write::post_app))
+        .route(
+            "/v2/apps/{*id}",
+            get(write::get_app)
+                .put(write::put_app)
+                .delete(write::delete_app),
+        )
+        .route("/v2/deployments", get(write::deployments))
+        .route("/v2/tasks/delete", post(write::delete_tasks))
         .route("/v2/events", get(events))
         .route_layer(middleware::from_fn_with_state(shared.clone(), gate));
     let prefix = shared.options.prefix.trim_end_matches('/');
@@ -347,7 +434,21 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 async fn apps(State(shared): State<Arc<Shared>>) -> Response {
     shared.apps_requests.fetch_add(1, Ordering::SeqCst);
     let body = lock(&shared.apps).clone();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    let written = lock(&shared.store).apps_json();
+    if written.is_empty() {
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    // The body set by the test first, then the written apps.
+    let mut listed = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|mut v| v.get_mut("apps").map(Value::take))
+        .and_then(|v| match v {
+            Value::Array(apps) => Some(apps),
+            _ => None,
+        })
+        .unwrap_or_default();
+    listed.extend(written);
+    Json(serde_json::json!({ "apps": listed })).into_response()
 }
 
 async fn events(State(shared): State<Arc<Shared>>) -> Response {
@@ -416,7 +517,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 mod tests {
     use super::*;
 
-    const PUBLIC_KEY: &str = include_str!("../../tests/fixtures/dcos-test-key.pub.pem");
+    const PUBLIC_KEY: &str = include_str!("../../../tests/fixtures/dcos-test-key.pub.pem");
 
     #[tokio::test]
     async fn login_rejects_unsigned_tokens_and_marathon_requires_a_token() {

@@ -249,7 +249,7 @@ impl Renderer<'_> {
         let selected = self.select(services);
         let (parts, mut shared) = self.render_services(services, &selected)?;
         self.push_vhost_rules(&mut frontends, &mut shared)?;
-        let config = self.assemble(head, &parts, &frontends, &mut shared, &ssl_certs)?;
+        let config = self.assemble(head, parts, &frontends, &mut shared, &ssl_certs)?;
         Ok(Rendered {
             config,
             domain_map: shared.rules.maps.domain.text(),
@@ -346,7 +346,7 @@ impl Renderer<'_> {
     fn assemble(
         &self,
         head: &str,
-        parts: &[Sections],
+        mut parts: Vec<Sections>,
         frontends: &Frontends,
         shared: &mut Shared,
         ssl_certs: &[&str],
@@ -375,12 +375,13 @@ impl Renderer<'_> {
                 self.grouped_vhost_frontends(&mut config, &mut shared.rules.grouped, ssl_certs)?;
             }
         }
-        parts
-            .iter()
-            .for_each(|part| config.push_str(&part.frontends));
-        parts
-            .iter()
-            .for_each(|part| config.push_str(&part.backends));
+        // Each part is freed once copied: the config grows while the parts shrink.
+        for part in &mut parts {
+            config.push_str(&std::mem::take(&mut part.frontends));
+        }
+        for part in parts {
+            config.push_str(&part.backends);
+        }
         Ok(config)
     }
 }

@@ -11,6 +11,9 @@
 //!    the peak heap above what was live when the step started, counted by a global allocator
 //!    (which adds a little time to every allocation).
 //!
+//! 3. The live loop's render at N = 10000: full against incremental, for a one-task and a
+//!    one-label change ([`incremental`]).
+//!
 //! Targets: the whole process for N = 10000 under 100 ms and 100 MB, growing linearly in N.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -25,6 +28,9 @@ use marathon_lb::marathon::types::AppsBody;
 use marathon_lb::model::{self, network::Resolver, HealthMemory};
 use marathon_lb::render;
 use marathon_lb::templates::Templates;
+
+#[path = "render/incremental.rs"]
+mod incremental;
 
 /// Counts live heap bytes and their high-water mark.
 struct Counting;
@@ -334,5 +340,17 @@ fn main() {
             mb(pipeline_peak),
             mb(bytes),
         );
+    }
+    if let Some((_, file)) = files.last() {
+        let body = std::fs::read(file).unwrap();
+        let apps = AppsBody::parse(&body).unwrap().apps;
+        let services = model::build(
+            apps,
+            &config.model,
+            &mut Resolver::default(),
+            &mut HealthMemory::default(),
+        )
+        .unwrap();
+        incremental::table(services, &config, &templates);
     }
 }

@@ -101,6 +101,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(live_options) = config.live.clone() {
         live(Arc::new(config), live_options, Arc::new(templates), source).await
     } else {
+        allocator::purge_promptly();
         once(&config, &templates, &source).await
     }
 }
@@ -439,8 +440,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod allocator {
     /// `mi_option_arena_eager_commit` (default 2).
     pub const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    /// `mi_option_purge_delay` in ms (default 1000; left as is).
-    #[cfg(test)]
+    /// `mi_option_purge_delay` in ms (default 1000; left as is in live mode).
     pub const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
     pub fn tune() {
@@ -448,6 +448,18 @@ mod allocator {
         #[allow(unsafe_code)]
         unsafe {
             libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
+    }
+
+    /// One-shot runs hold parse, model and render garbage in turn, each on other threads (the
+    /// parser's, the render workers'), which cannot reuse each other's freed pages: returning
+    /// freed pages at once keeps the peak RSS of 10,000 apps near 60 MB instead of 72-80 MB, at
+    /// the price of re-faulting some pages (measured: no slower at 10,000 apps).
+    pub fn purge_promptly() {
+        // SAFETY: a plain setter of mimalloc's global options; a valid option id (see the test).
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
         }
     }
 

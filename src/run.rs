@@ -67,6 +67,8 @@ pub struct Memory {
     /// The services of the last rendered config (live mode): an app whose new definition is
     /// invalid keeps serving these.
     pub previous: Arc<Vec<model::Service>>,
+    /// The last render's parts (live mode): a pass renders again only what changed.
+    pub incremental: render::Incremental,
 }
 
 /// Parses, models and renders an apps body. Pass the body by value to free it early.
@@ -91,6 +93,7 @@ impl Default for Memory {
             health: HealthMemory::default(),
             port_holders: PortHolders::default(),
             previous: Arc::default(),
+            incremental: render::Incremental::default(),
         }
     }
 }
@@ -222,6 +225,7 @@ pub fn build_body(
     let services = Arc::new(services);
     if config.model.leave_out_invalid {
         memory.previous = services.clone();
+        memory.incremental.commit(&services);
     }
     tracing::debug!(
         apps_bytes,

@@ -255,6 +255,7 @@ impl Target for Managed {
             config: text,
             domain_map: String::new(),
             app_map: String::new(),
+            incremental: None,
         };
         self.serve(ReloadReason::ManualSignal, next)
             .await
@@ -286,6 +287,7 @@ impl Target for Managed {
                 config: text,
                 domain_map,
                 app_map,
+                incremental: None,
             }),
             Err(e) => tracing::error!(error = %e, "cannot start HAProxy on the config on disk"),
         }

@@ -157,7 +157,7 @@ impl Served {
                 }
             }
         };
-        match plan::plan(Some(snapshot(running)), snapshot(next)) {
+        match plan_rendered(running, next) {
             Plan::Unchanged => Step::Unchanged,
             Plan::Runtime(ops) => Step::Runtime(ops),
             Plan::Reload(changes) => {
@@ -187,6 +187,25 @@ impl Served {
     /// Whether what it serves is known.
     pub fn known(&self) -> bool {
         self.running.is_some()
+    }
+}
+
+/// Plans from `running` to `next`: over only the changed apps' sections when `next` was
+/// rendered incrementally from what runs and nothing else changed (the same plan, without
+/// reading whole configs), else over the whole configs.
+fn plan_rendered(running: &Rendered, next: &Rendered) -> Plan {
+    let base = running.incremental.as_ref().map(|d| d.generation);
+    let local = next.incremental.as_ref().zip(base);
+    match local.and_then(|(delta, base)| delta.texts_since(base)) {
+        Some((before, after)) => {
+            let part = |config| plan::Snapshot {
+                config,
+                domain_map: "",
+                app_map: "",
+            };
+            plan::plan(Some(part(before)), part(after))
+        }
+        None => plan::plan(Some(snapshot(running)), snapshot(next)),
     }
 }
 

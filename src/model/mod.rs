@@ -92,7 +92,7 @@ pub struct Backend {
 }
 
 /// One load-balanced app service port and its settings from labels.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     /// Marathon app id (a deployment group's id for merged groups).
     pub app_id: String,

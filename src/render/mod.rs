@@ -5,8 +5,11 @@
 //! what marathon-lb 1.x writes. Runs in time linear in the number of services and tasks.
 
 mod frontends;
+mod incremental;
 mod service;
 mod vhost;
+
+pub use incremental::{Delta, Incremental};
 
 use std::collections::HashSet;
 
@@ -77,7 +80,7 @@ impl Error {
 const PARALLEL_CHUNK: usize = 2000;
 
 /// Render options from the command line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// `--group` values; `*` selects every app.
     pub groups: Vec<String>,
@@ -135,6 +138,9 @@ pub struct Rendered {
     pub domain_map: String,
     /// `app2backend.map` content.
     pub app_map: String,
+    /// What changed since the previous render, when [`Incremental`] made this one (the
+    /// Runtime API plan then looks only at what changed).
+    pub incremental: Option<std::sync::Arc<Delta>>,
 }
 
 /// Renders the HAProxy configuration of `services` (sorted as `model::build` returns them).
@@ -218,34 +224,57 @@ impl Renderer<'_> {
             })
     }
 
-    fn render(&self, services: &[Service]) -> Result<Rendered, Error> {
+    /// `HAPROXY_HEAD`, unless it is one from before marathon-lb 1.12.
+    fn head(&self) -> Result<&str, Error> {
         let head = self.templates.global(Name::Head);
         if head.split_whitespace().any(|w| w == "daemon") || !head.contains("expose-fd listeners") {
             return Err(Error::OutdatedHead);
         }
-        let ssl_certs: Vec<&str> = if self.options.ssl_certs.is_empty() {
+        Ok(head)
+    }
+
+    /// The certificates of `--ssl-certs` (or the default one).
+    fn ssl_certs(&self) -> Vec<&str> {
+        if self.options.ssl_certs.is_empty() {
             vec!["/etc/ssl/cert.pem"]
         } else {
             self.options.ssl_certs.split(',').collect()
-        };
+        }
+    }
+
+    fn render(&self, services: &[Service]) -> Result<Rendered, Error> {
+        let head = self.head()?;
+        let ssl_certs = self.ssl_certs();
         let mut frontends = self.frontend_heads(&ssl_certs)?;
         let selected = self.select(services);
         let (parts, mut shared) = self.render_services(services, &selected)?;
         self.push_vhost_rules(&mut frontends, &mut shared)?;
-        let config = self.assemble(head, &parts, &frontends, &mut shared, &ssl_certs)?;
+        let config = self.assemble(head, parts, &frontends, &mut shared, &ssl_certs)?;
         Ok(Rendered {
             config,
             domain_map: shared.rules.maps.domain.text(),
             app_map: shared.rules.maps.app.text(),
+            incremental: None,
         })
     }
 
     /// The services that go into the config, with their backend names and modes.
     fn select<'s>(&self, services: &'s [Service]) -> Vec<Selected<'s>> {
+        self.select_in(services, 0..services.len())
+    }
+
+    /// [`Renderer::select`] of the services in `range` (indexes stay those of `services`).
+    fn select_in<'s>(
+        &self,
+        services: &'s [Service],
+        range: std::ops::Range<usize>,
+    ) -> Vec<Selected<'s>> {
         let groups = &self.options.groups;
-        services
+        let start = range.start;
+        services[range]
             .iter()
             .enumerate()
+            .map(|(i, s)| (start + i, s))
             .filter(|(_, s)| s.in_groups(groups) && s.enabled && !s.backends.is_empty())
             .map(|(index, service)| {
                 let app_path = service
@@ -317,7 +346,7 @@ impl Renderer<'_> {
     fn assemble(
         &self,
         head: &str,
-        parts: &[Sections],
+        mut parts: Vec<Sections>,
         frontends: &Frontends,
         shared: &mut Shared,
         ssl_certs: &[&str],
@@ -346,12 +375,13 @@ impl Renderer<'_> {
                 self.grouped_vhost_frontends(&mut config, &mut shared.rules.grouped, ssl_certs)?;
             }
         }
-        parts
-            .iter()
-            .for_each(|part| config.push_str(&part.frontends));
-        parts
-            .iter()
-            .for_each(|part| config.push_str(&part.backends));
+        // Each part is freed once copied: the config grows while the parts shrink.
+        for part in &mut parts {
+            config.push_str(&std::mem::take(&mut part.frontends));
+        }
+        for part in parts {
+            config.push_str(&part.backends);
+        }
         Ok(config)
     }
 }

@@ -11,7 +11,7 @@ use super::{Error, Memory};
 use crate::config::Config;
 use crate::model::invalid::{self, LeftOut};
 use crate::model::{self, Service};
-use crate::render::{self, Rendered};
+use crate::render::Rendered;
 use crate::templates::Templates;
 
 /// Restores the last good services of left-out apps, resolves port conflicts (the holder keeps
@@ -45,7 +45,10 @@ pub(super) fn keep_and_render(
     left_out.extend(conflicts);
     memory.port_holders = holders;
     loop {
-        let error = match render::render(services, templates, &config.render) {
+        let error = match memory
+            .incremental
+            .render(services, templates, &config.render)
+        {
             Ok(rendered) => return Ok(rendered),
             Err(e) => e,
         };

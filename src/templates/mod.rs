@@ -49,7 +49,7 @@ impl Name {
 pub const DEFAULT_GLOBAL_OPTIONS: &str = "redispatch,http-server-close,dontlognull";
 
 /// The global text of every template after file and environment overrides.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Templates {
     /// Indexed by `Name as usize`.
     global: Vec<Template>,

@@ -16,6 +16,7 @@
 //! code it found wrong.
 
 mod formatter;
+mod incremental;
 mod labels;
 mod python;
 mod sse;

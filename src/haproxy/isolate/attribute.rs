@@ -275,6 +275,7 @@ mod tests {
             config: config.into(),
             domain_map: "a.example.com a_1\nb.example.com b_2\n".into(),
             app_map: String::new(),
+            incremental: None,
         }
     }
 

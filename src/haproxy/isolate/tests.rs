@@ -29,6 +29,7 @@ fn render(services: &[Service]) -> Result<Rendered, render::Error> {
         config,
         domain_map: String::new(),
         app_map: String::new(),
+        incremental: None,
     })
 }
 

@@ -1,0 +1,355 @@
+//! The live loop's render: keeps each app's rendered sections (userlists, frontends, backends
+//! of its services) and the shared block (`marathon_http_in`, `marathon_http_appid_in`,
+//! `marathon_https_in` or the per-vhost frontends, and the map files) from the last render,
+//! and renders again only what the new services changed.
+//!
+//! What each part depends on, and so when it is rendered again:
+//! - an app's sections: the app's services (all of them: a health check may borrow a sibling
+//!   port) + templates + options. Reused when those are equal (`==`) to the last render's.
+//! - the shared block: the selected services in order, without their tasks (no shared rule
+//!   reads a task). Rendered again when an app came or went, or a changed app differs in
+//!   anything but its tasks or in which of its services are selected.
+//!
+//! The assembled config is byte-identical to [`super::render`]'s: the same functions render
+//! the same parts, and the parts are joined in the same order (`tests/properties` checks it on
+//! random service sets and random changes). An error is always that of a full render.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::service::Sections;
+use super::{Error, Options, Rendered, Renderer};
+use crate::model::{sibling_ranges, Service};
+use crate::templates::Templates;
+
+/// Renders apps again only when their inputs changed; see the module docs.
+#[derive(Debug, Default)]
+pub struct Incremental {
+    /// The last render, once [`Incremental::commit`] tied it to its services.
+    state: Option<State>,
+    /// The last render, before [`Incremental::commit`].
+    pending: Option<(State, usize)>,
+}
+
+/// What changed between two renders of one [`Incremental`].
+#[derive(Debug, Default)]
+pub struct Delta {
+    /// This render's number (unique in the process).
+    pub generation: u64,
+    /// The render this one is relative to; `None` after a full render.
+    pub base: Option<u64>,
+    /// Apps now rendered that were not before.
+    pub added: Vec<String>,
+    /// Apps rendered before and not now.
+    pub removed: Vec<String>,
+    /// Apps whose services changed.
+    pub changed: Vec<String>,
+    /// Whether the shared block (http/https/appid frontends, maps) was rendered again.
+    pub shared_changed: bool,
+    /// Whether no app came or went and each changed app differs only in its tasks (the
+    /// Runtime API can apply such a change).
+    pub servers_only: bool,
+    /// Whether every backend name is unique (then the sections of [`Delta::before`] and
+    /// [`Delta::after`] are all the config's sections with these headers).
+    pub unique_backends: bool,
+    /// The changed apps' sections as rendered before, in app order.
+    pub before: String,
+    /// The changed apps' sections as rendered now, in app order.
+    pub after: String,
+}
+
+impl Delta {
+    /// The old and new text of everything that changed, when that is all that changed
+    /// relative to render `base`: planning over these two equals planning over the whole
+    /// configs.
+    pub fn texts_since(&self, base: u64) -> Option<(&str, &str)> {
+        let local = self.base == Some(base)
+            && self.servers_only
+            && !self.shared_changed
+            && self.unique_backends;
+        local.then_some((&self.before, &self.after))
+    }
+}
+
+/// One render's parts, and the inputs they were rendered from.
+#[derive(Debug)]
+struct State {
+    generation: u64,
+    services: Arc<Vec<Service>>,
+    templates: Templates,
+    options: Options,
+    /// One entry per app, in service order.
+    apps: Vec<App>,
+    /// Everything between the userlists and the services' frontends.
+    shared: String,
+    domain_map: String,
+    app_map: String,
+    unique_backends: bool,
+}
+
+/// One app's services (a range of `State::services`) and their rendered sections.
+#[derive(Debug)]
+struct App {
+    range: Range<usize>,
+    sections: Sections,
+}
+
+/// Numbers renders across every [`Incremental`] of the process.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The app ranges of sorted services.
+fn app_ranges(services: &[Service]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for i in 1..=services.len() {
+        if i == services.len() || services[i].app_id != services[start].app_id {
+            ranges.push(start..i);
+            start = i;
+        }
+    }
+    ranges
+}
+
+/// Whether two services are equal but for their tasks, and both or neither have any.
+fn same_but_servers(a: &Service, b: &Service) -> bool {
+    if a.backends.is_empty() != b.backends.is_empty() {
+        return false;
+    }
+    let strip = |s: &Service| Service {
+        backends: Vec::new(),
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+impl Incremental {
+    /// An empty cache: the first render renders everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Renders `services` (sorted as `model::build` returns them), reusing what the last
+    /// committed render of equal inputs made. Call [`Incremental::commit`] with the same
+    /// services to keep this render as the base of the next.
+    ///
+    /// # Errors
+    /// The [`Error`] a full [`super::render`] of the same input returns.
+    pub fn render(
+        &mut self,
+        services: &[Service],
+        templates: &Templates,
+        options: &Options,
+    ) -> Result<Rendered, Error> {
+        self.pending = None;
+        let renderer = Renderer {
+            templates,
+            options,
+            workers: 1,
+            min_chunk: usize::MAX,
+        };
+        let base = self
+            .state
+            .take()
+            .filter(|s| s.templates == *templates && s.options == *options);
+        let made = match base {
+            Some(base) => renderer.update(base, services),
+            None => renderer.full(services),
+        };
+        let Ok((state, delta)) = made else {
+            // The error of a full render: the same input, the same (first) error.
+            return super::render(services, templates, options);
+        };
+        let rendered = Rendered {
+            config: state.assemble(renderer.head()?),
+            domain_map: state.domain_map.clone(),
+            app_map: state.app_map.clone(),
+            incremental: Some(Arc::new(delta)),
+        };
+        self.pending = Some((state, services.as_ptr() as usize));
+        Ok(rendered)
+    }
+
+    /// Keeps the last render as the base of the next: `services` must be the ones it
+    /// rendered (the same allocation: a `Vec` moved into the `Arc`), else it is dropped and
+    /// the next render renders everything.
+    pub fn commit(&mut self, services: &Arc<Vec<Service>>) {
+        self.state = match self.pending.take() {
+            Some((mut state, at)) if at == services.as_ptr() as usize => {
+                state.services = services.clone();
+                Some(state)
+            }
+            _ => None,
+        };
+    }
+}
+
+impl State {
+    /// The config text, in the order of [`Renderer::assemble`].
+    fn assemble(&self, head: &str) -> String {
+        let sections: usize = self.apps.iter().map(|a| a.sections.len()).sum();
+        let mut config = String::with_capacity(head.len() + sections + self.shared.len());
+        config.push_str(head);
+        for app in &self.apps {
+            config.push_str(&app.sections.userlists);
+        }
+        config.push_str(&self.shared);
+        for app in &self.apps {
+            config.push_str(&app.sections.frontends);
+        }
+        for app in &self.apps {
+            config.push_str(&app.sections.backends);
+        }
+        config
+    }
+}
+
+/// A failed part: the full render reports the error.
+struct Failed;
+
+impl Renderer<'_> {
+    /// Renders every part.
+    fn full(&self, services: &[Service]) -> Result<(State, Delta), Failed> {
+        let siblings = sibling_ranges(services);
+        let apps = app_ranges(services)
+            .into_iter()
+            .map(|range| self.app(services, &siblings, range))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut state = self.state(services, apps)?;
+        state.generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let delta = Delta {
+            generation: state.generation,
+            shared_changed: true,
+            unique_backends: state.unique_backends,
+            ..Delta::default()
+        };
+        Ok((state, delta))
+    }
+
+    /// Renders the apps whose services differ from `base`'s, and the shared block if needed.
+    fn update(&self, mut base: State, services: &[Service]) -> Result<(State, Delta), Failed> {
+        let siblings = sibling_ranges(services);
+        let old = base.services.clone();
+        let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(base.apps.len());
+        for (i, app) in base.apps.iter().enumerate() {
+            by_id.insert(&old[app.range.start].app_id, i);
+        }
+        let mut delta = Delta {
+            base: Some(base.generation),
+            servers_only: true,
+            ..Delta::default()
+        };
+        let mut apps = Vec::with_capacity(base.apps.len() + 1);
+        for range in app_ranges(services) {
+            let app_id = &services[range.start].app_id;
+            let Some(i) = by_id.remove(app_id.as_str()) else {
+                delta.added.push(app_id.clone());
+                apps.push(self.app(services, &siblings, range)?);
+                continue;
+            };
+            let was = &mut base.apps[i];
+            let (before, now) = (&old[was.range.clone()], &services[range.clone()]);
+            if before == now {
+                let sections = std::mem::take(&mut was.sections);
+                apps.push(App { range, sections });
+                continue;
+            }
+            delta.changed.push(app_id.clone());
+            delta.servers_only &= before.len() == now.len()
+                && before.iter().zip(now).all(|(a, b)| same_but_servers(a, b));
+            let app = self.app(services, &siblings, range)?;
+            push_sections(&mut delta.before, &was.sections);
+            push_sections(&mut delta.after, &app.sections);
+            apps.push(app);
+        }
+        let mut removed: Vec<usize> = by_id.into_values().collect();
+        removed.sort_unstable();
+        delta.removed = removed
+            .into_iter()
+            .map(|i| old[base.apps[i].range.start].app_id.clone())
+            .collect();
+        delta.servers_only &= delta.added.is_empty() && delta.removed.is_empty();
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        delta.generation = generation;
+        let mut state = if delta.servers_only {
+            State {
+                apps,
+                generation,
+                ..base
+            }
+        } else {
+            delta.shared_changed = true;
+            let state = self.state(services, apps)?;
+            State {
+                generation,
+                ..state
+            }
+        };
+        state.services = Arc::default();
+        delta.unique_backends = state.unique_backends;
+        Ok((state, delta))
+    }
+
+    /// Renders the sections of one app's services.
+    fn app(
+        &self,
+        services: &[Service],
+        siblings: &[Range<usize>],
+        range: Range<usize>,
+    ) -> Result<App, Failed> {
+        let selected = self.select_in(services, range.clone());
+        let sections = self
+            .sections(&selected, services, siblings)
+            .map_err(|_| Failed)?;
+        Ok(App { range, sections })
+    }
+
+    /// A state with the shared block rendered from every selected service.
+    fn state(&self, services: &[Service], apps: Vec<App>) -> Result<State, Failed> {
+        let head_ok = self.head().is_ok();
+        let ssl_certs = self.ssl_certs();
+        let mut frontends = self.frontend_heads(&ssl_certs).map_err(|_| Failed)?;
+        let selected = self.select(services);
+        let mut names = std::collections::HashSet::with_capacity(selected.len());
+        let unique_backends = selected.iter().all(|s| names.insert(s.backend.as_str()));
+        let mut shared = self.shared_rules(&selected).map_err(|_| Failed)?;
+        self.push_vhost_rules(&mut frontends, &mut shared)
+            .map_err(|_| Failed)?;
+        let mut text = String::with_capacity(
+            frontends.http.len() + frontends.https.len() + shared.appid_frontends.len(),
+        );
+        if self.options.bind_http_https {
+            text.push_str(&frontends.http);
+        }
+        text.push_str(&shared.appid_frontends);
+        if self.options.bind_http_https {
+            text.push_str(&frontends.https);
+            if self.options.group_https_by_vhost {
+                self.grouped_vhost_frontends(&mut text, &mut shared.rules.grouped, &ssl_certs)
+                    .map_err(|_| Failed)?;
+            }
+        }
+        if !head_ok {
+            return Err(Failed);
+        }
+        Ok(State {
+            generation: 0,
+            services: Arc::default(),
+            templates: self.templates.clone(),
+            options: self.options.clone(),
+            apps,
+            shared: text,
+            domain_map: shared.rules.maps.domain.text(),
+            app_map: shared.rules.maps.app.text(),
+            unique_backends,
+        })
+    }
+}
+
+/// Appends an app's sections, in config order, for the plan.
+fn push_sections(out: &mut String, sections: &Sections) {
+    out.push_str(&sections.userlists);
+    out.push_str(&sections.frontends);
+    out.push_str(&sections.backends);
+}

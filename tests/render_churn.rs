@@ -1,0 +1,109 @@
+//! The live loop's incremental render over `../shared/bench/gen-apps --churn`, Marathon's task
+//! churn as successive `/v2/apps` bodies: at every version the config and maps equal a full
+//! render byte for byte, task-only changes are planned from the changed apps alone, and that
+//! plan equals the plan over the whole configs. Label changes are mixed in every few versions.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use marathon_lb::haproxy::plan::{plan, Plan, Snapshot};
+use marathon_lb::marathon::types::AppsBody;
+use marathon_lb::model::{self, network::Resolver, HealthMemory, Service};
+use marathon_lb::render::{self, Incremental, Options, Rendered};
+use marathon_lb::templates::Templates;
+
+/// `gen-apps` output: one apps body per line.
+fn churn(apps: usize, versions: usize) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/gen-apps");
+    let out = Command::new(&script)
+        .args(["--apps", &apps.to_string(), "--seed", "7", "--churn"])
+        .arg(versions.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{} must run (CI has ../shared): {e}", script.display()));
+    assert!(out.status.success(), "gen-apps failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().map(str::to_owned).collect()
+}
+
+/// The services of one body; every fifth version gets one app's vhost changed, so definition
+/// changes are part of the stream too.
+fn services(body: &str, version: usize) -> Vec<Service> {
+    let mut value: serde_json::Value = serde_json::from_str(body).unwrap();
+    if version % 5 == 4 {
+        let apps = value["apps"].as_array_mut().unwrap();
+        let n = apps.len();
+        let app = &mut apps[(version * 37) % n];
+        app["labels"]["HAPROXY_0_VHOST"] = format!("changed{version}.example.com").into();
+    }
+    let body = value.to_string();
+    let apps = AppsBody::parse(body.as_bytes()).unwrap().apps;
+    let options = model::Options {
+        leave_out_invalid: true,
+        ..model::Options::default()
+    };
+    let mut resolver = Resolver::new(|_| Some("10.9.9.9".to_owned()));
+    model::build(apps, &options, &mut resolver, &mut HealthMemory::default()).unwrap()
+}
+
+fn snapshot(r: &Rendered) -> Snapshot<'_> {
+    Snapshot {
+        config: &r.config,
+        domain_map: &r.domain_map,
+        app_map: &r.app_map,
+    }
+}
+
+#[test]
+fn incremental_render_equals_full_render_over_a_churn_stream() {
+    let templates = Templates::builtin();
+    for haproxy_map in [false, true] {
+        let options = Options {
+            groups: vec!["external".into()],
+            bind_http_https: true,
+            ssl_certs: String::new(),
+            haproxy_map,
+            haproxy_dir: "/etc/haproxy".into(),
+            group_https_by_vhost: false,
+        };
+        let mut incremental = Incremental::new();
+        let mut previous: Option<Rendered> = None;
+        let (mut local_plans, mut runtime_plans) = (0, 0);
+        for (version, body) in churn(200, 30).iter().enumerate() {
+            let services = services(body, version);
+            let full = render::render(&services, &templates, &options).unwrap();
+            let inc = incremental.render(&services, &templates, &options).unwrap();
+            assert!(
+                inc.config == full.config,
+                "version {version}: configs differ"
+            );
+            assert_eq!(inc.domain_map, full.domain_map, "version {version}");
+            assert_eq!(inc.app_map, full.app_map, "version {version}");
+            incremental.commit(&Arc::new(services));
+            if let Some(previous) = &previous {
+                let whole = plan(Some(snapshot(previous)), snapshot(&full));
+                let delta = inc.incremental.as_ref().unwrap();
+                let base = previous.incremental.as_ref().unwrap().generation;
+                if let Some((before, after)) = delta.texts_since(base) {
+                    let part = |config| Snapshot {
+                        config,
+                        domain_map: "",
+                        app_map: "",
+                    };
+                    assert_eq!(plan(Some(part(before)), part(after)), whole, "{version}");
+                    local_plans += 1;
+                }
+                runtime_plans += usize::from(matches!(whole, Plan::Runtime(_)));
+            }
+            previous = Some(inc);
+        }
+        // Task churn is planned from the changed apps; vhost changes are not.
+        eprintln!("map {haproxy_map}: {local_plans} local plans, {runtime_plans} runtime plans");
+        assert!(local_plans >= 15, "only {local_plans} local plans");
+        assert!(
+            local_plans < 29,
+            "label changes must re-render the shared block"
+        );
+        assert!(runtime_plans >= 15, "only {runtime_plans} runtime plans");
+    }
+}

@@ -87,7 +87,11 @@ pub async fn run(
         fetch,
         origin,
         fetched_bytes,
-        served: crate::status::services::Served::of(&built),
+        // Only the live loop publishes it: a one-shot run would pay for 10,000 service rows.
+        served: match config.live {
+            Some(_) => crate::status::services::Served::of(&built),
+            None => Default::default(),
+        },
         changes: String::new(),
     };
     if config.dry {

@@ -167,6 +167,7 @@ impl<T: Target> Reconciler<T> {
             config: &self.config,
             templates: &self.templates,
             source: &self.source,
+            describe_services: true,
         };
         let result = pass::run(inputs, memory, &mut self.target).await;
         let took = started.elapsed();

@@ -20,8 +20,6 @@ async fn colours(stand: &Stand) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky since the session-4 merges (3 in 10 runs): after `-n 1` the green server \
-            stops answering while blue keeps serving; issue 14 stays open until it is found"]
 async fn a_split_completes_to_the_current_then_back_to_the_previous_colour() {
     if haproxy_missing("a_split_completes_to_the_current_then_back_to_the_previous_colour") {
         return;

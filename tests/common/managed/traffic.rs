@@ -166,10 +166,16 @@ async fn client_loop(port: u16, ok: Arc<AtomicU64>, failed: Failures, retried: A
 }
 
 /// The set of answers to `n` requests.
+///
+/// The requests are spaced by pauses of 0 to 12 ms that vary from one to the next: a steady
+/// load of lockstep clients (k clients, each request ~20 ms) makes round-robin hand the k-th
+/// request of every round to the same server whenever k is a multiple of the number of servers,
+/// and back-to-back requests then never see the other servers.
 pub async fn answers(port: u16, host: Option<&str>, n: usize) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    for _ in 0..n {
+    for i in 0..n as u64 {
         seen.insert(get(port, host).await);
+        tokio::time::sleep(Duration::from_millis(i * 7 % 13)).await;
     }
     seen
 }

@@ -385,7 +385,8 @@ async fn mirror_invalid_apps(
     }
 }
 
-/// Marathon's event stream -> triggers: resync on every (re)connect and relevant event.
+/// Marathon's event stream -> triggers: a full resync on every (re)connect, each relevant
+/// event for the incremental live model.
 async fn forward_events(
     client: Arc<Client>,
     max_backoff: Duration,
@@ -402,13 +403,20 @@ async fn forward_events(
                 tracing::info!(%url, "event stream connected");
                 status.send_modify(|s| s.marathon_connected = true);
             }
-            WatchEvent::Relevant(kind) => tracing::debug!(%kind, "relevant event"),
+            WatchEvent::Relevant(kind, data) => {
+                tracing::debug!(%kind, "relevant event");
+                if triggers.send(Trigger::Event(data.into())).is_err() {
+                    return;
+                }
+                continue;
+            }
             WatchEvent::Disconnected { error, retry_in } => {
                 tracing::warn!(error = %error.chain(), retry_in_ms = retry_in.as_millis() as u64, "event stream down");
                 status.send_modify(|s| s.marathon_connected = false);
                 continue;
             }
         }
+        // (Re)connected: events may have been missed, so fetch all apps.
         if triggers.send(Trigger::Resync).is_err() {
             return;
         }

@@ -1,0 +1,154 @@
+//! What a live pass renders: the triggers gathered into one [`Work`] (coalescing), and the apps
+//! body for it — a full fetch, or the incremental model ([`AppStore`]) changed by the events
+//! and by one-app fetches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::incremental::{AppStore, Change};
+use super::Trigger;
+use crate::marathon::client::Client;
+use crate::pass::{FetchError, Fetched, Source};
+
+/// Quiet time that ends a burst's gathering window (after a pass that just ran).
+const QUIET: Duration = Duration::from_millis(10);
+/// A trigger this soon after the last pass is part of a burst.
+const BURST_GAP: Duration = Duration::from_millis(20);
+/// The longest a burst's window stays open.
+const BURST_MAX: Duration = Duration::from_millis(100);
+
+/// The triggers gathered for one pass.
+#[derive(Debug, Default)]
+pub(super) struct Work {
+    /// Fetch the whole cluster (start, reconnect, resync timer, SIGHUP, file change).
+    pub full: bool,
+    /// Marathon events to apply, in arrival order.
+    pub events: Vec<Arc<str>>,
+    /// Re-apply the config on disk (SIGUSR1), when no pass runs anyway.
+    pub reload_existing: bool,
+}
+
+impl Work {
+    fn add(&mut self, trigger: Trigger) {
+        match trigger {
+            Trigger::Resync => self.full = true,
+            Trigger::Event(data) => self.events.push(data),
+            Trigger::ReloadExisting => self.reload_existing = true,
+        }
+    }
+
+    /// Whether the gathered triggers need a pass.
+    pub fn needs_pass(&self) -> bool {
+        self.full || !self.events.is_empty()
+    }
+}
+
+/// Gathers the triggers that follow `first` into one [`Work`]. Alone, a trigger waits
+/// `debounce` (the first event's latency grows by that only). Right after a pass (a burst, or
+/// events that arrived while it ran), the window stays open until `QUIET` passes without a
+/// trigger, at most `BURST_MAX`: a burst costs a pass at its start and one at its end.
+pub(super) async fn gather(
+    first: Trigger,
+    triggers: &mut mpsc::UnboundedReceiver<Trigger>,
+    debounce: Duration,
+    last_pass: Option<Instant>,
+) -> Work {
+    let mut work = Work::default();
+    work.add(first);
+    let in_burst = last_pass.is_some_and(|at| at.elapsed() < BURST_GAP);
+    if in_burst {
+        let deadline = Instant::now() + BURST_MAX;
+        loop {
+            let until = (Instant::now() + QUIET).min(deadline);
+            match tokio::time::timeout_at(until, triggers.recv()).await {
+                Ok(Some(trigger)) => work.add(trigger),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    } else {
+        tokio::time::sleep(debounce).await;
+    }
+    while let Ok(trigger) = triggers.try_recv() {
+        work.add(trigger);
+    }
+    work
+}
+
+/// The apps body for `work`: from the incremental model when it can prove it is current
+/// after the events (Marathon only), else a full fetch, which reloads the model.
+///
+/// # Errors
+/// [`FetchError`] when the full fetch fails (the model is then unloaded).
+pub(super) async fn fetch(
+    source: &Source,
+    store: &mut AppStore,
+    work: &Work,
+    max_bytes: u64,
+) -> Result<Fetched, FetchError> {
+    let started = std::time::Instant::now();
+    let Source::Marathon(client) = source else {
+        let (body, origin) = source.fetch(max_bytes).await?;
+        let took = started.elapsed();
+        return Ok(Fetched { body, origin, took });
+    };
+    let origin = format!("Marathon {}", client.current_host());
+    if !work.full && store.is_loaded() {
+        match apply(client, store, &work.events).await {
+            Ok(fetched) => {
+                tracing::debug!(
+                    events = work.events.len(),
+                    apps_fetched = fetched,
+                    "applied events to the live model"
+                );
+                let body = bytes::Bytes::from(store.body());
+                let took = started.elapsed();
+                return Ok(Fetched { body, origin, took });
+            }
+            Err(reason) => tracing::info!(reason, "fetching all apps: the model cannot prove it is current"),
+        }
+    }
+    store.invalidate();
+    let body = client.apps_json().await.map_err(FetchError::Marathon)?;
+    let took = started.elapsed();
+    store.load(&body);
+    Ok(Fetched { body, origin, took })
+}
+
+/// Applies the events, then fetches each app they could not settle (once per app). The
+/// number of apps fetched, or why only a full fetch will do.
+async fn apply(
+    client: &Client,
+    store: &mut AppStore,
+    events: &[Arc<str>],
+) -> Result<usize, &'static str> {
+    let mut wanted: Vec<String> = Vec::new();
+    for event in events {
+        match store.apply(event) {
+            Change::Applied => {}
+            Change::Fetch(id) => {
+                if !wanted.contains(&id) {
+                    wanted.push(id);
+                }
+            }
+            Change::Full(reason) => return Err(reason),
+        }
+    }
+    for id in &wanted {
+        let body = match client.app_json(id).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(app_id = %id, error = %e.chain(), "one-app fetch failed");
+                return Err("a one-app fetch failed");
+            }
+        };
+        match store.set_app(id, body.as_deref()) {
+            Change::Applied => {}
+            Change::Full(reason) => return Err(reason),
+            Change::Fetch(_) => return Err("a one-app body the model cannot apply"),
+        }
+    }
+    Ok(wanted.len())
+}

@@ -152,3 +152,56 @@ async fn apply(
     }
     Ok(wanted.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 50 events 2 ms apart, each pass taking `pass`: the passes it costs, and when the first
+    /// one started.
+    async fn burst(pass: Duration) -> (usize, Duration) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            for i in 0..50 {
+                let _ = tx.send(Trigger::Event(format!("{i}").into()));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        let (mut passes, mut events, mut first_at) = (0, 0, None);
+        let mut last_pass = None;
+        while events < 50 {
+            let first = rx.recv().await.unwrap();
+            let work = gather(first, &mut rx, Duration::from_millis(5), last_pass).await;
+            first_at.get_or_insert(start.elapsed());
+            events += work.events.len();
+            passes += 1;
+            tokio::time::sleep(pass).await;
+            last_pass = Some(Instant::now());
+        }
+        (passes, first_at.unwrap_or_default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_50_event_burst_costs_at_most_3_passes_and_5_ms_of_the_first_events_latency() {
+        for pass in [1, 10, 50, 150] {
+            let (passes, first) = burst(Duration::from_millis(pass)).await;
+            assert!(passes <= 3, "{passes} passes with {pass} ms passes");
+            assert!(first <= Duration::from_millis(10), "first pass after {first:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_event_waits_only_the_debounce() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(Trigger::Event("e".into())).unwrap();
+        let start = Instant::now();
+        let first = rx.recv().await.unwrap();
+        // The last pass was long ago: no burst window.
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(1));
+        let work = gather(first, &mut rx, Duration::from_millis(5), long_ago).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(5));
+        assert_eq!(work.events.len(), 1);
+        assert!(!work.full && work.needs_pass());
+    }
+}

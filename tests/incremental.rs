@@ -188,3 +188,81 @@ async fn random_changes_through_events_equal_a_full_render() {
         assert!(full <= full_allowed, "seed {seed}: {full} full fetches, {full_allowed} allowed");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_event_burst_costs_at_most_3_passes() {
+    let bodies = gen_apps(&["--apps", "10", "--tasks-per-app", "2", "--seed", "3", "--churn", "1"]);
+    let (fake, lb) = started(&bodies[0], &[]).await;
+    let body: Value = serde_json::from_str(&bodies[0]).unwrap();
+    let app = body["apps"][0]["id"].as_str().unwrap().to_owned();
+    let task = body["apps"][0]["tasks"][0]["id"].as_str().unwrap_or("t").to_owned();
+    let before = fake.served(Endpoint::App).requests;
+    let full_before = fake.served(Endpoint::Apps).requests;
+    // Each health event needs a one-app fetch, made once per pass: fetches count passes.
+    for _ in 0..50 {
+        fake.push_marathon_event(
+            "health_status_changed_event",
+            serde_json::json!({ "appId": app, "taskId": task, "instanceId": task, "alive": true }),
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.served(Endpoint::App).requests == before {
+        assert!(Instant::now() < deadline, "no one-app fetch after the burst");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let passes = fake.served(Endpoint::App).requests - before;
+    assert!((1..=3).contains(&passes), "{passes} passes for a 50-event burst");
+    assert_eq!(fake.served(Endpoint::Apps).requests, full_before);
+    lb.converges(&lb.expected(&bodies[0]), "after the burst").await;
+}
+
+/// Proptest over random change sequences (each op a seed for `mutate`), through one running
+/// marathon-lb: every case starts from the base body again (which may create apps back:
+/// full fetches are allowed for each app created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proptest_random_event_sequences_equal_a_full_render() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PtConfig, TestRunner};
+    let bodies = gen_apps(&["--apps", "20", "--tasks-per-app", "2", "--seed", "9", "--churn", "1"]);
+    let base = bodies[0].clone();
+    let (fake, lb) = started(&base, &[]).await;
+    let handle = tokio::runtime::Handle::current();
+    let ids = |body: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["apps"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let current = std::sync::Mutex::new(base.clone());
+    tokio::task::block_in_place(|| {
+        let mut runner = TestRunner::new(PtConfig { cases: 6, failure_persistence: None, ..PtConfig::default() });
+        runner
+            .run(&prop::collection::vec(any::<u64>(), 1..15), |ops| {
+                handle.block_on(async {
+                    let mut full_allowed = 0;
+                    let full_before = fake.served(Endpoint::Apps).requests;
+                    let have = ids(&current.lock().unwrap());
+                    full_allowed += ids(&base).iter().filter(|id| !have.contains(id)).count();
+                    fake.set_apps_with_events(base.clone());
+                    lb.converges(&lb.expected(&base), "reset to the base body").await;
+                    let mut body: Value = serde_json::from_str(&base).unwrap();
+                    let mut deleted = Vec::new();
+                    for (step, op) in ops.iter().enumerate() {
+                        let what = mutate(&mut body, &mut Rng(*op), &mut deleted);
+                        if what.starts_with("create") {
+                            full_allowed += 1;
+                        }
+                        let text = body.to_string();
+                        *current.lock().unwrap() = text.clone();
+                        fake.set_apps_with_events(text.clone());
+                        lb.converges(&lb.expected(&text), &format!("ops {ops:?} step {step} ({what})")).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let full = fake.served(Endpoint::Apps).requests - full_before;
+                    assert!(full <= full_allowed as u64, "{full} full fetches, {full_allowed} allowed");
+                });
+                Ok(())
+            })
+            .unwrap();
+    });
+}

@@ -37,7 +37,14 @@ fn main() {
         return;
     }
     let out = Command::new(&gen)
-        .args(["--apps", &apps.to_string(), "--tasks-per-app", "3", "--seed", "1"])
+        .args([
+            "--apps",
+            &apps.to_string(),
+            "--tasks-per-app",
+            "3",
+            "--seed",
+            "1",
+        ])
         .args(["--churn", &(TASK_STEPS + 1).to_string()])
         .output()
         .expect("run gen-apps");
@@ -74,16 +81,29 @@ async fn measure(bin: &Path, bodies: &[String], apps: usize) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("haproxy.cfg");
     let args = [
-        "--group", "*", "--skip-validation", "--archive-versions", "0", "--command", "true",
-        "--haproxy-config", config_path.to_str().unwrap(),
+        "--group",
+        "*",
+        "--skip-validation",
+        "--archive-versions",
+        "0",
+        "--command",
+        "true",
+        "--haproxy-config",
+        config_path.to_str().unwrap(),
     ];
     let cli = Cli::try_parse_from(std::iter::once("marathon-lb").chain(args)).unwrap();
     let config = Arc::new(cli.validate(|_| None).unwrap());
     let templates = Templates::builtin();
     let expected = |body: &str| {
-        run::render_body(body.as_bytes(), "bench", &config, &templates, &mut Memory::default())
-            .unwrap()
-            .config
+        run::render_body(
+            body.as_bytes(),
+            "bench",
+            &config,
+            &templates,
+            &mut Memory::default(),
+        )
+        .unwrap()
+        .config
     };
     let mut child = Command::new(bin)
         .current_dir(dir.path())
@@ -92,7 +112,9 @@ async fn measure(bin: &Path, bodies: &[String], apps: usize) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&config_path, &expected(&bodies[0]), Duration::from_secs(60)).await.expect("first config");
+    wait_for(&config_path, &expected(&bodies[0]), Duration::from_secs(60))
+        .await
+        .expect("first config");
     fake.wait_for_subscribers(1).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -115,7 +137,9 @@ async fn measure(bin: &Path, bodies: &[String], apps: usize) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue; // nothing to observe on disk for this step
         }
-        wait_for(&config_path, &want, Duration::from_secs(30)).await.expect("config for step");
+        wait_for(&config_path, &want, Duration::from_secs(30))
+            .await
+            .expect("config for step");
         let took = start.elapsed();
         previous = want;
         match is_definition {
@@ -128,18 +152,39 @@ async fn measure(bin: &Path, bodies: &[String], apps: usize) {
     let _ = child.wait();
     let full = fake.served(Endpoint::Apps).requests - apps_before.requests;
     let one = fake.served(Endpoint::App);
-    let (one_requests, one_bytes) = (one.requests - app_before.requests, one.bytes - app_before.bytes);
+    let (one_requests, one_bytes) = (
+        one.requests - app_before.requests,
+        one.bytes - app_before.bytes,
+    );
     let full_bytes = fake.served(Endpoint::Apps).bytes - apps_before.bytes;
     let events = (task_events + definition_events) as f64;
-    println!("live mode, incremental model, {apps} apps x 3 tasks, release binary, --skip-validation");
-    println!("| kind | changes | events | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "live mode, incremental model, {apps} apps x 3 tasks, release binary, --skip-validation"
+    );
+    println!(
+        "| kind | changes | events | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
     row("task (churn step)", &mut task, task_events);
     row("app definition", &mut definition, definition_events);
     println!("\n| Marathon load | total | per event |\n|---|---:|---:|");
-    println!("| `GET /v2/apps` (whole cluster) | {full} ({:.1} MB) | {:.3} |", full_bytes as f64 / 1e6, full as f64 / events);
-    println!("| `GET /v2/apps/{{id}}` (one app) | {one_requests} | {:.2} |", one_requests as f64 / events);
-    println!("| bytes fetched | {:.1} KB | {:.1} KB |", (one_bytes + full_bytes) as f64 / 1e3, (one_bytes + full_bytes) as f64 / 1e3 / events);
-    println!("| full fetches per 1000 task events | | {:.2} |", full as f64 * 1000.0 / task_events.max(1) as f64);
+    println!(
+        "| `GET /v2/apps` (whole cluster) | {full} ({:.1} MB) | {:.3} |",
+        full_bytes as f64 / 1e6,
+        full as f64 / events
+    );
+    println!(
+        "| `GET /v2/apps/{{id}}` (one app) | {one_requests} | {:.2} |",
+        one_requests as f64 / events
+    );
+    println!(
+        "| bytes fetched | {:.1} KB | {:.1} KB |",
+        (one_bytes + full_bytes) as f64 / 1e3,
+        (one_bytes + full_bytes) as f64 / 1e3 / events
+    );
+    println!(
+        "| full fetches per 1000 task events | | {:.2} |",
+        full as f64 * 1000.0 / task_events.max(1) as f64
+    );
 }
 
 fn row(kind: &str, latencies: &mut [Duration], events: usize) {
@@ -159,11 +204,17 @@ fn row(kind: &str, latencies: &mut [Duration], events: usize) {
 async fn wait_for(path: &Path, want: &str, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
-        if std::fs::read(path).map(|b| b == want.as_bytes()).unwrap_or(false) {
+        if std::fs::read(path)
+            .map(|b| b == want.as_bytes())
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("{} did not reach the expected content", path.display()));
+            return Err(format!(
+                "{} did not reach the expected content",
+                path.display()
+            ));
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }

@@ -54,8 +54,9 @@ impl Lb {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let cli = Cli::try_parse_from(std::iter::once("marathon-lb".to_string()).chain(args.clone()))
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("marathon-lb".to_string()).chain(args.clone()))
+                .unwrap();
         let config = Arc::new(cli.validate(|_| None).unwrap());
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_marathon-lb"))
@@ -78,9 +79,15 @@ impl Lb {
     fn expected(&self, body: &str) -> String {
         let templates = Templates::builtin();
         let mut memory = Memory::default();
-        run::render_body(body.as_bytes(), "test", &self.config, &templates, &mut memory)
-            .unwrap()
-            .config
+        run::render_body(
+            body.as_bytes(),
+            "test",
+            &self.config,
+            &templates,
+            &mut memory,
+        )
+        .unwrap()
+        .config
     }
 
     /// Waits until the config on disk is `want`, or fails with a diff and the log.
@@ -93,8 +100,8 @@ impl Lb {
             }
             if Instant::now() > deadline {
                 let diff: Vec<String> = diff_lines(&have, want);
-                let log = std::fs::read_to_string(self.dir.path().join("stderr.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
                 let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
                 panic!("{step}: the config differs from a full render:\n{}\nlog (last lines, newest first):\n{tail}", diff.join("\n"));
             }
@@ -147,13 +154,25 @@ async fn started(first: &str, extra: &[&str]) -> (FakeMarathon, Lb) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gen_apps_churn_through_events_equals_a_full_render_without_full_fetches() {
-    let bodies = gen_apps(&["--apps", "40", "--tasks-per-app", "3", "--seed", "11", "--churn", "30", "--churn-changes", "4"]);
+    let bodies = gen_apps(&[
+        "--apps",
+        "40",
+        "--tasks-per-app",
+        "3",
+        "--seed",
+        "11",
+        "--churn",
+        "30",
+        "--churn-changes",
+        "4",
+    ]);
     let (fake, lb) = started(&bodies[0], &[]).await;
     let full_before = fake.served(Endpoint::Apps).requests;
     let mut events = 0;
     for (i, body) in bodies.iter().enumerate().skip(1) {
         events += fake.set_apps_with_events(body.clone());
-        lb.converges(&lb.expected(body), &format!("churn step {i}")).await;
+        lb.converges(&lb.expected(body), &format!("churn step {i}"))
+            .await;
     }
     assert!(events >= bodies.len() - 1, "{events} events");
     // Let the last events' passes end, then check no whole-cluster fetch was needed.
@@ -166,7 +185,16 @@ async fn gen_apps_churn_through_events_equals_a_full_render_without_full_fetches
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_changes_through_events_equal_a_full_render() {
-    let bodies = gen_apps(&["--apps", "25", "--tasks-per-app", "2", "--seed", "5", "--churn", "1"]);
+    let bodies = gen_apps(&[
+        "--apps",
+        "25",
+        "--tasks-per-app",
+        "2",
+        "--seed",
+        "5",
+        "--churn",
+        "1",
+    ]);
     for seed in [1u64, 2, 3] {
         let (fake, lb) = started(&bodies[0], &[]).await;
         let mut body: Value = serde_json::from_str(&bodies[0]).unwrap();
@@ -181,21 +209,40 @@ async fn random_changes_through_events_equal_a_full_render() {
             }
             let text = body.to_string();
             fake.set_apps_with_events(text.clone());
-            lb.converges(&lb.expected(&text), &format!("seed {seed} step {step} ({what})")).await;
+            lb.converges(
+                &lb.expected(&text),
+                &format!("seed {seed} step {step} ({what})"),
+            )
+            .await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let full = fake.served(Endpoint::Apps).requests - full_before;
-        assert!(full <= full_allowed, "seed {seed}: {full} full fetches, {full_allowed} allowed");
+        assert!(
+            full <= full_allowed,
+            "seed {seed}: {full} full fetches, {full_allowed} allowed"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_event_burst_costs_at_most_3_passes() {
-    let bodies = gen_apps(&["--apps", "10", "--tasks-per-app", "2", "--seed", "3", "--churn", "1"]);
+    let bodies = gen_apps(&[
+        "--apps",
+        "10",
+        "--tasks-per-app",
+        "2",
+        "--seed",
+        "3",
+        "--churn",
+        "1",
+    ]);
     let (fake, lb) = started(&bodies[0], &[]).await;
     let body: Value = serde_json::from_str(&bodies[0]).unwrap();
     let app = body["apps"][0]["id"].as_str().unwrap().to_owned();
-    let task = body["apps"][0]["tasks"][0]["id"].as_str().unwrap_or("t").to_owned();
+    let task = body["apps"][0]["tasks"][0]["id"]
+        .as_str()
+        .unwrap_or("t")
+        .to_owned();
     let before = fake.served(Endpoint::App).requests;
     let full_before = fake.served(Endpoint::Apps).requests;
     // Each health event needs a one-app fetch, made once per pass: fetches count passes.
@@ -208,14 +255,21 @@ async fn a_50_event_burst_costs_at_most_3_passes() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while fake.served(Endpoint::App).requests == before {
-        assert!(Instant::now() < deadline, "no one-app fetch after the burst");
+        assert!(
+            Instant::now() < deadline,
+            "no one-app fetch after the burst"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let passes = fake.served(Endpoint::App).requests - before;
-    assert!((1..=3).contains(&passes), "{passes} passes for a 50-event burst");
+    assert!(
+        (1..=3).contains(&passes),
+        "{passes} passes for a 50-event burst"
+    );
     assert_eq!(fake.served(Endpoint::Apps).requests, full_before);
-    lb.converges(&lb.expected(&bodies[0]), "after the burst").await;
+    lb.converges(&lb.expected(&bodies[0]), "after the burst")
+        .await;
 }
 
 /// Proptest over random change sequences (each op a seed for `mutate`), through one running
@@ -225,17 +279,35 @@ async fn a_50_event_burst_costs_at_most_3_passes() {
 async fn proptest_random_event_sequences_equal_a_full_render() {
     use proptest::prelude::*;
     use proptest::test_runner::{Config as PtConfig, TestRunner};
-    let bodies = gen_apps(&["--apps", "20", "--tasks-per-app", "2", "--seed", "9", "--churn", "1"]);
+    let bodies = gen_apps(&[
+        "--apps",
+        "20",
+        "--tasks-per-app",
+        "2",
+        "--seed",
+        "9",
+        "--churn",
+        "1",
+    ]);
     let base = bodies[0].clone();
     let (fake, lb) = started(&base, &[]).await;
     let handle = tokio::runtime::Handle::current();
     let ids = |body: &str| -> Vec<String> {
         let v: Value = serde_json::from_str(body).unwrap();
-        v["apps"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect()
+        v["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect()
     };
     let current = std::sync::Mutex::new(base.clone());
     tokio::task::block_in_place(|| {
-        let mut runner = TestRunner::new(PtConfig { cases: 6, failure_persistence: None, ..PtConfig::default() });
+        let mut runner = TestRunner::new(PtConfig {
+            cases: 6,
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
         runner
             .run(&prop::collection::vec(any::<u64>(), 1..15), |ops| {
                 handle.block_on(async {
@@ -244,7 +316,8 @@ async fn proptest_random_event_sequences_equal_a_full_render() {
                     let have = ids(&current.lock().unwrap());
                     full_allowed += ids(&base).iter().filter(|id| !have.contains(id)).count();
                     fake.set_apps_with_events(base.clone());
-                    lb.converges(&lb.expected(&base), "reset to the base body").await;
+                    lb.converges(&lb.expected(&base), "reset to the base body")
+                        .await;
                     let mut body: Value = serde_json::from_str(&base).unwrap();
                     let mut deleted = Vec::new();
                     for (step, op) in ops.iter().enumerate() {
@@ -255,11 +328,18 @@ async fn proptest_random_event_sequences_equal_a_full_render() {
                         let text = body.to_string();
                         *current.lock().unwrap() = text.clone();
                         fake.set_apps_with_events(text.clone());
-                        lb.converges(&lb.expected(&text), &format!("ops {ops:?} step {step} ({what})")).await;
+                        lb.converges(
+                            &lb.expected(&text),
+                            &format!("ops {ops:?} step {step} ({what})"),
+                        )
+                        .await;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     let full = fake.served(Endpoint::Apps).requests - full_before;
-                    assert!(full <= full_allowed as u64, "{full} full fetches, {full_allowed} allowed");
+                    assert!(
+                        full <= full_allowed as u64,
+                        "{full} full fetches, {full_allowed} allowed"
+                    );
                 });
                 Ok(())
             })

@@ -107,7 +107,10 @@ pub(super) async fn fetch(
                 let took = started.elapsed();
                 return Ok(Fetched { body, origin, took });
             }
-            Err(reason) => tracing::info!(reason, "fetching all apps: the model cannot prove it is current"),
+            Err(reason) => tracing::info!(
+                reason,
+                "fetching all apps: the model cannot prove it is current"
+            ),
         }
     }
     store.invalidate();
@@ -187,7 +190,10 @@ mod tests {
         for pass in [1, 10, 50, 150] {
             let (passes, first) = burst(Duration::from_millis(pass)).await;
             assert!(passes <= 3, "{passes} passes with {pass} ms passes");
-            assert!(first <= Duration::from_millis(10), "first pass after {first:?}");
+            assert!(
+                first <= Duration::from_millis(10),
+                "first pass after {first:?}"
+            );
         }
     }
 

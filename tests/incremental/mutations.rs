@@ -68,7 +68,9 @@ pub fn mutate(body: &mut Value, rng: &mut Rng, deleted: &mut Vec<Value>) -> Stri
                 return "nothing (no task to flip)".into();
             }
             let i = rng.below(tasks.len());
-            let alive = tasks[i]["healthCheckResults"][0]["alive"].as_bool().unwrap_or(false);
+            let alive = tasks[i]["healthCheckResults"][0]["alive"]
+                .as_bool()
+                .unwrap_or(false);
             tasks[i]["healthCheckResults"] = json!([{ "alive": !alive, "consecutiveFailures": 0 }]);
             format!("flip the health of a task of {id}")
         }

@@ -178,7 +178,15 @@ mod tests {
         let new = br#"{"apps":[{"id":"/a","version":"1","tasks":[{"id":"a2","host":"h","ports":[2],"healthCheckResults":[{"alive":true}]}]},{"id":"/new","tasks":[]}]}"#;
         let got: Vec<(&str, String)> = events(old, new)
             .into_iter()
-            .map(|(t, v)| (t, v.get("taskId").or(v.get("appId")).map(|v| v.to_string()).unwrap_or_default()))
+            .map(|(t, v)| {
+                (
+                    t,
+                    v.get("taskId")
+                        .or(v.get("appId"))
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                )
+            })
             .collect();
         let kinds: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
         assert_eq!(

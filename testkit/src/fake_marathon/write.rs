@@ -60,7 +60,11 @@ pub(super) async fn get_app(State(shared): State<Arc<Shared>>, Path(id): Path<St
         Some(app) => {
             let body = json!({ "app": app }).to_string();
             super::count(&shared, super::Endpoint::App, body.len());
-            ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
         }
         None => message(StatusCode::NOT_FOUND, format!("App '{id}' does not exist")),
     }

@@ -69,7 +69,7 @@ fn definition_change(body: &str, n: usize) -> String {
     let apps = value["apps"].as_array_mut().unwrap();
     let len = apps.len();
     let app = &mut apps[(n * 7919) % len];
-    let balance = if n % 2 == 0 { "leastconn" } else { "source" };
+    let balance = if n.is_multiple_of(2) { "leastconn" } else { "source" };
     app["labels"]["HAPROXY_0_BALANCE"] = balance.into();
     app["version"] = format!("2030-01-01T00:00:{:02}.000Z", n % 60).into();
     value.to_string()
@@ -124,7 +124,7 @@ async fn measure(bin: &Path, bodies: &[String], apps: usize) {
     let mut current = bodies[0].clone();
     let mut previous = expected(&bodies[0]);
     for (i, churned) in bodies.iter().enumerate().skip(1) {
-        let is_definition = i % DEFINITION_EVERY == 0;
+        let is_definition = i.is_multiple_of(DEFINITION_EVERY);
         let body = match is_definition {
             true => definition_change(&current, i / DEFINITION_EVERY),
             false => churned.clone(),

@@ -4,8 +4,9 @@
 //! The fake Marathon holds `gen-apps --apps N --tasks-per-app 3 --seed 1` (N = 10,000 unless
 //! `LIVE_APPS` says otherwise); the real release binary follows it with `--sse`. Each step
 //! changes the fake's body and sends Marathon's events for exactly that change
-//! (`FakeMarathon::set_apps_with_events`): `gen-apps --churn` steps (task started / killed /
-//! health changed) and, every tenth step, an app-definition change (a label and a new version).
+//! (`FakeMarathon::set_apps_with_events`): task steps like `gen-apps --churn` (one task killed,
+//! one started on a new port) and, every eleventh step, an app-definition change (a label and a
+//! new version).
 //! Latency is from the events going out to `haproxy.cfg` on disk being byte-identical to the
 //! library's full render of the new body. Prints p50/p90/p99/max per kind, whole-cluster and
 //! one-app fetches per event, and bytes fetched per event.
@@ -45,14 +46,9 @@ fn main() {
             "--seed",
             "1",
         ])
-        .args(["--churn", &(TASK_STEPS + 1).to_string()])
         .output()
         .expect("run gen-apps");
-    let bodies: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let base = String::from_utf8(out.stdout).unwrap();
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/marathon-lb");
     assert!(bin.exists(), "build the release binary first");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -60,24 +56,46 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(measure(&bin, &bodies, apps));
+    runtime.block_on(measure(&bin, &base, apps));
+}
+
+/// A task change of an app of `body` (one task killed, one started on a new port), as
+/// `gen-apps --churn` makes them: the churn stream itself would hold 27.7 MB per step.
+fn task_change(value: &mut Value, n: usize) -> String {
+    let apps = value["apps"].as_array_mut().unwrap();
+    let len = apps.len();
+    let app = &mut apps[(n * 104_729) % len];
+    if let Some(tasks) = app["tasks"].as_array_mut().filter(|t| !t.is_empty()) {
+        let mut task = tasks.remove(0);
+        task["id"] = format!("churn.{n}").into();
+        if let Some(ports) = task["ports"].as_array_mut() {
+            for port in ports.iter_mut() {
+                *port = (40_000 + n).into();
+            }
+        }
+        tasks.push(task);
+    }
+    value.to_string()
 }
 
 /// A definition change of the `n`th app of `body`: a balance label and a new version.
-fn definition_change(body: &str, n: usize) -> String {
-    let mut value: Value = serde_json::from_str(body).unwrap();
+fn definition_change(value: &mut Value, n: usize) -> String {
     let apps = value["apps"].as_array_mut().unwrap();
     let len = apps.len();
     let app = &mut apps[(n * 7919) % len];
-    let balance = if n.is_multiple_of(2) { "leastconn" } else { "source" };
+    let balance = if n.is_multiple_of(2) {
+        "leastconn"
+    } else {
+        "source"
+    };
     app["labels"]["HAPROXY_0_BALANCE"] = balance.into();
     app["version"] = format!("2030-01-01T00:00:{:02}.000Z", n % 60).into();
     value.to_string()
 }
 
-async fn measure(bin: &Path, bodies: &[String], apps: usize) {
+async fn measure(bin: &Path, base: &str, apps: usize) {
     let fake = FakeMarathon::start(Options::default()).await.unwrap();
-    fake.set_apps(bodies[0].clone());
+    fake.set_apps(base.to_owned());
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("haproxy.cfg");
     let args = [
@@ -112,7 +130,7 @@ async fn measure(bin: &Path, bodies: &[String], apps: usize) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&config_path, &expected(&bodies[0]), Duration::from_secs(60))
+    wait_for(&config_path, &expected(base), Duration::from_secs(60))
         .await
         .expect("first config");
     fake.wait_for_subscribers(1).await;
@@ -121,18 +139,19 @@ async fn measure(bin: &Path, bodies: &[String], apps: usize) {
     let (apps_before, app_before) = (fake.served(Endpoint::Apps), fake.served(Endpoint::App));
     let (mut task, mut definition) = (Vec::new(), Vec::new());
     let (mut task_events, mut definition_events) = (0, 0);
-    let mut current = bodies[0].clone();
-    let mut previous = expected(&bodies[0]);
-    for (i, churned) in bodies.iter().enumerate().skip(1) {
-        let is_definition = i.is_multiple_of(DEFINITION_EVERY);
+    let mut value: Value = serde_json::from_str(base).unwrap();
+    let mut previous = expected(base);
+    let steps = TASK_STEPS + TASK_STEPS / DEFINITION_EVERY;
+    for i in 1..=steps {
+        let is_definition = i.is_multiple_of(DEFINITION_EVERY + 1);
         let body = match is_definition {
-            true => definition_change(&current, i / DEFINITION_EVERY),
-            false => churned.clone(),
+            true => definition_change(&mut value, i),
+            false => task_change(&mut value, i),
         };
         let want = expected(&body);
+        // The fake diffs the bodies before it sends the events: the clock starts when they are out.
+        let sent = fake.set_apps_with_events(body);
         let start = Instant::now();
-        let sent = fake.set_apps_with_events(body.clone());
-        current = body;
         if want == previous {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue; // nothing to observe on disk for this step

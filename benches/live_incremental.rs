@@ -10,7 +10,8 @@
 //! Latency is from the events going out to `haproxy.cfg` on disk being byte-identical to the
 //! library's full render of the new body. Prints p50/p90/p99/max per kind, whole-cluster and
 //! one-app fetches per event, and bytes fetched per event.
-//! Run: `cargo build --release && cargo bench --bench live_incremental`.
+//! Run: `cargo build --release && cargo bench --bench live_incremental` (`LIVE_STEPS` task
+//! steps, default 200; the resync timer is set to an hour so only events count).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,6 +25,7 @@ use marathon_lb::templates::Templates;
 use marathon_lb_testkit::fake_marathon::{Endpoint, FakeMarathon, Options};
 use serde_json::Value;
 
+/// Task steps unless `LIVE_STEPS` says otherwise.
 const TASK_STEPS: usize = 200;
 const DEFINITION_EVERY: usize = 10;
 
@@ -102,6 +104,8 @@ async fn measure(bin: &Path, base: &str, apps: usize) {
         "--group",
         "*",
         "--skip-validation",
+        "--resync-interval",
+        "3600",
         "--archive-versions",
         "0",
         "--command",
@@ -141,7 +145,11 @@ async fn measure(bin: &Path, base: &str, apps: usize) {
     let (mut task_events, mut definition_events) = (0, 0);
     let mut value: Value = serde_json::from_str(base).unwrap();
     let mut previous = expected(base);
-    let steps = TASK_STEPS + TASK_STEPS / DEFINITION_EVERY;
+    let task_steps: usize = std::env::var("LIVE_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TASK_STEPS);
+    let steps = task_steps + task_steps / DEFINITION_EVERY;
     for i in 1..=steps {
         let is_definition = i.is_multiple_of(DEFINITION_EVERY + 1);
         let body = match is_definition {

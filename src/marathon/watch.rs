@@ -28,6 +28,9 @@ pub const RELEVANT_EVENT_TYPES: &[&str] = &[
     "status_update_event",
     "app_terminated_event",
     "group_change_success",
+    "deployment_info",
+    "deployment_success",
+    "deployment_failed",
 ];
 
 /// What the watcher reports.

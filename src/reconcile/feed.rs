@@ -136,6 +136,13 @@ async fn apply(
                     wanted.push(id);
                 }
             }
+            Change::FetchEach(ids) => {
+                for id in ids {
+                    if !wanted.contains(&id) {
+                        wanted.push(id);
+                    }
+                }
+            }
             Change::Full(reason) => return Err(reason),
         }
     }
@@ -150,7 +157,9 @@ async fn apply(
         match store.set_app(id, body.as_deref()) {
             Change::Applied => {}
             Change::Full(reason) => return Err(reason),
-            Change::Fetch(_) => return Err("a one-app body the model cannot apply"),
+            Change::Fetch(_) | Change::FetchEach(_) => {
+                return Err("a one-app body the model cannot apply")
+            }
         }
     }
     Ok(wanted.len())

@@ -39,6 +39,9 @@ pub enum Change {
     Applied,
     /// The event names this app, but does not carry everything the config needs: fetch it.
     Fetch(String),
+    /// A deployment changed these apps (a scale changes `instances` without an
+    /// `api_post_event`): fetch each.
+    FetchEach(Vec<String>),
     /// The store cannot prove it is current: fetch the whole cluster (the reason is logged).
     Full(&'static str),
 }
@@ -169,6 +172,9 @@ impl AppStore {
                 None => Change::Full("app_terminated_event without appId"),
             },
             Some("group_change_success") => Change::Full("a group change"),
+            Some("deployment_info" | "deployment_success" | "deployment_failed") => {
+                self.deployment(&event)
+            }
             _ => Change::Full("an event type the model does not apply"),
         }
     }
@@ -247,6 +253,36 @@ impl AppStore {
             }
             Err(_) => Change::Fetch(app_id.to_owned()),
         }
+    }
+
+    /// A deployment event: fetch every app its plan names, or everything when it names none or
+    /// one the model does not have.
+    fn deployment(&self, event: &Map<String, Value>) -> Change {
+        let mut apps: Vec<String> = Vec::new();
+        let steps = event
+            .get("plan")
+            .and_then(|p| p.get("steps"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(event.get("currentStep"));
+        for step in steps {
+            let actions = step.get("actions").and_then(Value::as_array);
+            for action in actions.into_iter().flatten() {
+                if let Some(app) = action.get("app").and_then(Value::as_str) {
+                    if !apps.iter().any(|a| a == app) {
+                        apps.push(app.to_owned());
+                    }
+                }
+            }
+        }
+        if apps.is_empty() {
+            return Change::Full("a deployment event that names no app");
+        }
+        if apps.iter().any(|a| !self.index.contains_key(a)) {
+            return Change::Full("a deployment of an app not in the model");
+        }
+        Change::FetchEach(apps)
     }
 
     /// Removes an app (and re-indexes the ones after it).

@@ -75,3 +75,18 @@ fn fetched_and_terminated_apps_replace_and_leave_the_listing() {
     assert_eq!(store.set_app("/b", None), Change::Applied);
     assert_eq!(&store.body(), b"{\"apps\":[]}");
 }
+
+#[test]
+fn a_deployment_fetches_the_apps_its_plan_names() {
+    let mut store = loaded();
+    let info = r#"{"eventType":"deployment_info","plan":{"steps":[{"actions":[{"app":"/a","type":"ScaleApplication"}]}]},"currentStep":{"actions":[{"app":"/b"}]}}"#;
+    assert_eq!(
+        store.apply(info),
+        Change::FetchEach(vec!["/a".into(), "/b".into()])
+    );
+    let bare = r#"{"eventType":"deployment_success","id":"d1"}"#;
+    assert!(matches!(store.apply(bare), Change::Full(_)));
+    let new_app =
+        r#"{"eventType":"deployment_info","plan":{"steps":[{"actions":[{"app":"/c"}]}]}}"#;
+    assert!(matches!(store.apply(new_app), Change::Full(_)));
+}

@@ -112,6 +112,7 @@ async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow
         config,
         templates,
         source,
+        describe_services: false,
     };
     let mut target = CommandReload::new(config, Metrics::new());
     pass::run(inputs, &mut Memory::default(), &mut target).await?;

@@ -29,6 +29,9 @@ pub struct Inputs<'a> {
     pub templates: &'a Templates,
     /// Where the apps come from.
     pub source: &'a Source,
+    /// Whether to describe the served services for the status ([`Outcome::served`]): the live
+    /// loop publishes them; a one-shot run would pay for 10,000 rows nobody reads.
+    pub describe_services: bool,
 }
 
 /// What a successful pass did.
@@ -119,10 +122,9 @@ pub async fn run_fetched(
         fetch,
         origin,
         fetched_bytes,
-        // Only the live loop publishes it: a one-shot run would pay for 10,000 service rows.
-        served: match config.live {
-            Some(_) => crate::status::services::Served::of(&built),
-            None => Default::default(),
+        served: match inputs.describe_services {
+            true => crate::status::services::Served::of(&built),
+            false => Default::default(),
         },
         changes: String::new(),
     };

@@ -178,6 +178,7 @@ impl<T: Target> Reconciler<T> {
             config: &self.config,
             templates: &self.templates,
             source: &self.source,
+            describe_services: true,
         };
         let max = self.config.source.max_body_bytes;
         let result = match feed::fetch(&self.source, store, work, max).await {

@@ -31,6 +31,7 @@ async fn pass(
         config: &config,
         templates: &templates,
         source,
+        describe_services: false,
     };
     run(inputs, &mut Memory::default(), target).await
 }
@@ -117,6 +118,7 @@ async fn a_failed_reload_command_is_retried_by_the_next_pass_only() {
         config: &config,
         templates: &templates,
         source: &source,
+        describe_services: false,
     };
     let failed = run(inputs, &mut Memory::default(), &mut target).await;
     assert!(matches!(failed, Err(Error::Apply(_))), "{failed:?}");

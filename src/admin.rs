@@ -317,7 +317,7 @@ async fn signal_usr1(State(state): State<AdminState>) -> Response {
 }
 
 fn signal(state: &AdminState, trigger: Trigger, name: &str, what: &str) -> Response {
-    match state.triggers.send(trigger) {
+    match state.triggers.send(trigger.clone()) {
         Ok(()) => {
             tracing::info!(?trigger, "{name} requested over the admin API");
             (StatusCode::OK, format!("queued a {what} ({name})\n")).into_response()

@@ -361,7 +361,8 @@ fn managed(
     ))
 }
 
-/// Marathon's event stream -> triggers: resync on every (re)connect and relevant event.
+/// Marathon's event stream -> triggers: a full resync on every (re)connect, each relevant
+/// event for the incremental live model.
 async fn forward_events(
     client: Arc<Client>,
     max_backoff: Duration,
@@ -381,12 +382,16 @@ async fn forward_events(
                     s.marathon.stream(true, std::time::SystemTime::now());
                 });
             }
-            WatchEvent::Relevant(kind) => {
+            WatchEvent::Relevant(kind, data) => {
                 tracing::debug!(%kind, "relevant event");
                 status.send_modify(|s| {
                     s.marathon
                         .event(&kind.to_string(), std::time::SystemTime::now())
                 });
+                if triggers.send(Trigger::Event(data.into())).is_err() {
+                    return;
+                }
+                continue;
             }
             WatchEvent::Disconnected { error, retry_in } => {
                 tracing::warn!(error = %error.chain(), retry_in_ms = retry_in.as_millis() as u64, "event stream down");
@@ -397,6 +402,7 @@ async fn forward_events(
                 continue;
             }
         }
+        // (Re)connected: events may have been missed, so fetch all apps.
         if triggers.send(Trigger::Resync).is_err() {
             return;
         }

@@ -71,15 +71,46 @@ pub async fn run(
     memory: &mut Memory,
     target: &mut impl Target,
 ) -> Result<Outcome, Error> {
-    let Inputs {
-        config,
-        templates,
-        source,
-        ..
-    } = inputs;
     let started = std::time::Instant::now();
-    let (body, origin) = source.fetch(config.source.max_body_bytes).await?;
-    let fetch = started.elapsed();
+    let max = inputs.config.source.max_body_bytes;
+    let (body, origin) = inputs.source.fetch(max).await?;
+    let fetched = Fetched {
+        body,
+        origin,
+        took: started.elapsed(),
+    };
+    run_fetched(inputs, fetched, memory, target).await
+}
+
+/// An apps body already in hand: from a fetch, or spelled by the incremental live model
+/// ([`crate::reconcile`]).
+pub struct Fetched {
+    /// The `/v2/apps` body.
+    pub body: bytes::Bytes,
+    /// Where it came from, for error messages.
+    pub origin: String,
+    /// Time spent getting it.
+    pub took: std::time::Duration,
+}
+
+/// [`run()`] after the fetch: the same pass over a body in hand.
+///
+/// # Errors
+/// [`Error`]: the last good config keeps serving.
+pub async fn run_fetched(
+    inputs: Inputs<'_>,
+    fetched: Fetched,
+    memory: &mut Memory,
+    target: &mut impl Target,
+) -> Result<Outcome, Error> {
+    let Inputs {
+        config, templates, ..
+    } = inputs;
+    let Fetched {
+        body,
+        origin,
+        took: fetch,
+    } = fetched;
     let fetched_bytes = body.len();
     let mut built = tokio_block(|| run::build_body(body, &origin, config, templates, memory))?;
     let mut outcome = Outcome {

@@ -24,6 +24,8 @@ use crate::status::{ms, ApplyHow, ApplyRecord};
 use crate::templates::Templates;
 use retry::retryable;
 
+mod feed;
+pub mod incremental;
 mod retry;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -35,10 +37,14 @@ pub use report::InvalidApp;
 use report::Reporter;
 
 /// What a trigger asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
-    /// Fetch the apps and regenerate (SSE event, reconnect, poll, SIGHUP, file change).
+    /// Fetch all apps and regenerate (start, reconnect, poll, resync timer, SIGHUP, file
+    /// change).
     Resync,
+    /// A Marathon event's JSON data: applied to the incremental live model (which fetches
+    /// one app, or all of them, when the event does not settle the config).
+    Event(Arc<str>),
     /// Validate and reload the config already on disk (SIGUSR1).
     ReloadExisting,
 }
@@ -99,6 +105,8 @@ impl<T: Target> Reconciler<T> {
         );
         let mut retry_at: Option<Instant> = None;
         let mut next_resync = Instant::now() + self.timing.resync_every;
+        let mut store = incremental::AppStore::default();
+        let mut last_pass: Option<Instant> = None;
         // A pass may be blocked in `haproxy -c` or the reload command (`block_in_place`), where
         // no `select!` can interrupt it: on SIGTERM this kills those children at once.
         let mut stopping = shutdown.clone();
@@ -118,22 +126,19 @@ impl<T: Target> Reconciler<T> {
                 _ = tokio::time::sleep_until(next_resync) => Trigger::Resync,
                 _ = tokio::time::sleep_until(retry_at.unwrap_or(next_resync)), if retry_at.is_some() => Trigger::Resync,
             };
-            tokio::time::sleep(self.timing.debounce).await;
-            let mut trigger = first;
-            while let Ok(t) = triggers.try_recv() {
-                if t == Trigger::Resync {
-                    trigger = Trigger::Resync;
-                }
-            }
-            match trigger {
-                Trigger::Resync => {
-                    next_resync = Instant::now() + self.timing.resync_every;
+            let work = feed::gather(first, &mut triggers, self.timing.debounce, last_pass).await;
+            match work.needs_pass() {
+                true => {
+                    if work.full {
+                        next_resync = Instant::now() + self.timing.resync_every;
+                    }
                     // The async steps (master CLI, Runtime API, reload confirmation) end
                     // here on SIGTERM; the blocking ones through `exec::cancel_all`.
                     let result = tokio::select! {
-                        result = self.pass(&mut memory, &mut reporter) => result,
+                        result = self.pass(&mut memory, &mut reporter, &mut store, &work) => result,
                         _ = shutdown.wait_for(|s| *s) => break,
                     };
+                    last_pass = Some(Instant::now());
                     match result {
                         PassResult::Retry => {
                             let delay = backoff.next_delay();
@@ -149,7 +154,7 @@ impl<T: Target> Reconciler<T> {
                         }
                     }
                 }
-                Trigger::ReloadExisting => tokio::select! {
+                false => tokio::select! {
                     _ = self.reload_existing() => {}
                     _ = shutdown.wait_for(|s| *s) => break,
                 },
@@ -159,8 +164,14 @@ impl<T: Target> Reconciler<T> {
         tracing::info!("reconcile loop stopped");
     }
 
-    /// Runs one [`pass::run`] and publishes its result.
-    async fn pass(&mut self, memory: &mut Memory, reporter: &mut Reporter) -> PassResult {
+    /// Runs one [`pass::run_fetched`] over the body for `work` and publishes its result.
+    async fn pass(
+        &mut self,
+        memory: &mut Memory,
+        reporter: &mut Reporter,
+        store: &mut incremental::AppStore,
+        work: &feed::Work,
+    ) -> PassResult {
         let started = std::time::Instant::now();
         self.status.send_modify(|s| s.passes += 1);
         let inputs = pass::Inputs {
@@ -169,7 +180,11 @@ impl<T: Target> Reconciler<T> {
             source: &self.source,
             describe_services: true,
         };
-        let result = pass::run(inputs, memory, &mut self.target).await;
+        let max = self.config.source.max_body_bytes;
+        let result = match feed::fetch(&self.source, store, work, max).await {
+            Ok(fetched) => pass::run_fetched(inputs, fetched, memory, &mut self.target).await,
+            Err(e) => Err(e.into()),
+        };
         let took = started.elapsed();
         self.metrics.pass(result.is_ok(), took);
         let now = SystemTime::now();

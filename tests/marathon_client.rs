@@ -197,7 +197,7 @@ async fn events_are_streamed_from_the_failover_host() {
         Some("status_update_event")
     );
     let request = &fake.requests()[0];
-    assert_eq!(request.uri, "/v2/events?event_type=api_post_event&event_type=health_status_changed_event&event_type=status_update_event");
+    assert_eq!(request.uri, "/v2/events?event_type=api_post_event&event_type=health_status_changed_event&event_type=status_update_event&event_type=app_terminated_event&event_type=group_change_success&event_type=deployment_info&event_type=deployment_success&event_type=deployment_failed");
     assert_eq!(request.accept.as_deref(), Some("text/event-stream"));
 
     fake.cut_streams();
@@ -241,13 +241,13 @@ async fn watch_reports_relevant_events_and_reconnects_after_a_cut() {
         Some(WatchEvent::Connected { .. })
     ));
     fake.wait_for_subscribers(1).await;
-    fake.push_marathon_event("deployment_info", serde_json::json!({}));
+    fake.push_marathon_event("framework_message_event", serde_json::json!({}));
     fake.push_marathon_event(
         "health_status_changed_event",
         serde_json::json!({"alive": true}),
     );
     match within(watch.next()).await {
-        Some(WatchEvent::Relevant(t)) => assert_eq!(t, "health_status_changed_event"),
+        Some(WatchEvent::Relevant(t, _)) => assert_eq!(t, "health_status_changed_event"),
         other => panic!("unexpected {other:?}"),
     }
 
@@ -264,7 +264,7 @@ async fn watch_reports_relevant_events_and_reconnects_after_a_cut() {
     fake.wait_for_subscribers(1).await;
     fake.push_marathon_event("api_post_event", serde_json::json!({}));
     assert!(
-        matches!(within(watch.next()).await, Some(WatchEvent::Relevant(t)) if t == "api_post_event")
+        matches!(within(watch.next()).await, Some(WatchEvent::Relevant(t, _)) if t == "api_post_event")
     );
 }
 

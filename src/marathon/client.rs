@@ -25,6 +25,8 @@ use super::events::EventStream;
 use super::hosts::{endpoint, parse_host, APPS_QUERY, EVENTS_QUERY};
 use super::sse;
 
+mod one_app;
+
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -14,11 +14,24 @@ pub const APPS_QUERY: &[(&str, &str)] = &[
     ("embed", "apps.deployments"),
     ("embed", "apps.readiness"),
 ];
-/// Query of the event stream: only the events that can change the config.
+/// Query of one app (`/v2/apps/{id}`): the same embeds as the listing, singular.
+pub const APP_QUERY: &[(&str, &str)] = &[
+    ("embed", "app.tasks"),
+    ("embed", "app.deployments"),
+    ("embed", "app.readiness"),
+];
+/// Query of the event stream: only the events that can change the config (the incremental
+/// live model also needs app deletions, group changes and deployments, which change apps
+/// without an `api_post_event`).
 pub const EVENTS_QUERY: &[(&str, &str)] = &[
     ("event_type", "api_post_event"),
     ("event_type", "health_status_changed_event"),
     ("event_type", "status_update_event"),
+    ("event_type", "app_terminated_event"),
+    ("event_type", "group_change_success"),
+    ("event_type", "deployment_info"),
+    ("event_type", "deployment_success"),
+    ("event_type", "deployment_failed"),
 ];
 
 /// Parses one `--marathon` value into a base URL ending in `/` with no userinfo,
@@ -95,7 +108,7 @@ mod tests {
         assert!(none.is_none());
         assert_eq!(
             endpoint(&plain, "v2/events", EVENTS_QUERY).as_str(),
-            "http://m:8080/v2/events?event_type=api_post_event&event_type=health_status_changed_event&event_type=status_update_event"
+            "http://m:8080/v2/events?event_type=api_post_event&event_type=health_status_changed_event&event_type=status_update_event&event_type=app_terminated_event&event_type=group_change_success&event_type=deployment_info&event_type=deployment_success&event_type=deployment_failed"
         );
     }
 

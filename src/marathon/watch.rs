@@ -26,6 +26,11 @@ pub const RELEVANT_EVENT_TYPES: &[&str] = &[
     "api_post_event",
     "health_status_changed_event",
     "status_update_event",
+    "app_terminated_event",
+    "group_change_success",
+    "deployment_info",
+    "deployment_success",
+    "deployment_failed",
 ];
 
 /// What the watcher reports.
@@ -36,8 +41,9 @@ pub enum WatchEvent {
         /// The stream URL.
         url: String,
     },
-    /// A relevant event arrived; carries its Marathon `eventType`.
-    Relevant(String),
+    /// A relevant event arrived; carries its Marathon `eventType` and its JSON data (the
+    /// incremental live model applies it).
+    Relevant(String, String),
     /// Connecting failed, or the stream ended, broke or stalled.
     Disconnected {
         /// Why.
@@ -246,7 +252,7 @@ where
                             .marathon_event_type()
                             .filter(|t| self.config.relevant.contains(t));
                         if let Some(event_type) = relevant {
-                            return WatchEvent::Relevant(event_type);
+                            return WatchEvent::Relevant(event_type, event.data);
                         }
                     }
                     end => {
@@ -398,7 +404,7 @@ mod tests {
         ))
         .unwrap();
         match watch.next().await {
-            Some(WatchEvent::Relevant(t)) => assert_eq!(t, "status_update_event"),
+            Some(WatchEvent::Relevant(t, _)) => assert_eq!(t, "status_update_event"),
             other => panic!("unexpected {other:?}"),
         }
         drop(tx);
@@ -421,7 +427,7 @@ mod tests {
         ))
         .unwrap();
         assert!(
-            matches!(watch.next().await, Some(WatchEvent::Relevant(t)) if t == "api_post_event")
+            matches!(watch.next().await, Some(WatchEvent::Relevant(t, _)) if t == "api_post_event")
         );
     }
 
@@ -445,7 +451,7 @@ mod tests {
                         short_tx.take();
                     }
                 }
-                WatchEvent::Relevant(_) => unreachable!(),
+                WatchEvent::Relevant(..) => unreachable!(),
             }
         }
         assert!(

@@ -19,11 +19,12 @@
 //!
 //! Used by the integration tests and benches of marathon-lb and by `src/bin/fake-marathon.rs`.
 
+mod diff;
 mod store;
 pub mod task_server;
 mod write;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,6 +120,20 @@ struct Shared {
     store: Mutex<store::Store>,
     /// Held by each step of a deployment (see `write::converge`).
     converging: tokio::sync::Mutex<()>,
+    /// Requests and bytes served per endpoint.
+    served: Mutex<HashMap<Endpoint, Served>>,
+    /// The apps of `apps` by id, when [`FakeMarathon::set_apps_with_events`] set it.
+    index: Mutex<Option<Arc<HashMap<String, Value>>>>,
+}
+
+pub use diff::{Endpoint, Served};
+
+/// Counts one response of `bytes` on `endpoint`.
+fn count(shared: &Shared, endpoint: Endpoint, bytes: usize) {
+    let mut served = lock(&shared.served);
+    let entry = served.entry(endpoint).or_default();
+    entry.requests += 1;
+    entry.bytes += bytes as u64;
 }
 
 /// Sends a Marathon-shaped event (`eventType`, `timestamp` plus `extra`'s fields) to every
@@ -209,6 +224,31 @@ impl FakeMarathon {
     /// Sets the body of `GET /v2/apps`.
     pub fn set_apps(&self, body: impl Into<Bytes>) {
         *lock(&self.shared.apps) = body.into();
+        *lock(&self.shared.index) = None;
+    }
+
+    /// Sets the body of `GET /v2/apps` and then sends the events Marathon would for the
+    /// change (tasks started, changed or gone, health changed, apps created, changed or
+    /// deleted). Returns how many events went out.
+    pub fn set_apps_with_events(&self, body: impl Into<Bytes>) -> usize {
+        let body = body.into();
+        let old = lock(&self.shared.apps).clone();
+        let events = diff::events(&old, &body);
+        let index = Some(Arc::new(diff::index(&body)));
+        *lock(&self.shared.apps) = body;
+        *lock(&self.shared.index) = index;
+        for (event_type, fields) in &events {
+            broadcast(&self.shared, event_type, fields.clone());
+        }
+        events.len()
+    }
+
+    /// Requests and response bytes served on `endpoint` so far.
+    pub fn served(&self, endpoint: Endpoint) -> Served {
+        lock(&self.shared.served)
+            .get(&endpoint)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Answers every Marathon request with `status` (e.g. 503), or normally with `None`.
@@ -436,6 +476,7 @@ async fn apps(State(shared): State<Arc<Shared>>) -> Response {
     let body = lock(&shared.apps).clone();
     let written = lock(&shared.store).apps_json();
     if written.is_empty() {
+        count(&shared, Endpoint::Apps, body.len());
         return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
     // The body set by the test first, then the written apps.
@@ -448,7 +489,9 @@ async fn apps(State(shared): State<Arc<Shared>>) -> Response {
         })
         .unwrap_or_default();
     listed.extend(written);
-    Json(serde_json::json!({ "apps": listed })).into_response()
+    let body = serde_json::json!({ "apps": listed }).to_string();
+    count(&shared, Endpoint::Apps, body.len());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn events(State(shared): State<Arc<Shared>>) -> Response {

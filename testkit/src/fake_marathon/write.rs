@@ -49,8 +49,23 @@ fn not_an_object() -> Response {
 /// `GET /v2/apps/{id}`.
 pub(super) async fn get_app(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let id = normalise_id(&id);
-    match lock(&shared.store).app_json(&id) {
-        Some(app) => Json(json!({ "app": app })).into_response(),
+    let written = lock(&shared.store).app_json(&id);
+    // The body set by the test first, as `GET /v2/apps` lists it.
+    let index = lock(&shared.index).clone();
+    let set = match index {
+        Some(index) => index.get(&id).cloned(),
+        None => super::diff::app_in_body(&lock(&shared.apps).clone(), &id),
+    };
+    match set.or(written) {
+        Some(app) => {
+            let body = json!({ "app": app }).to_string();
+            super::count(&shared, super::Endpoint::App, body.len());
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
         None => message(StatusCode::NOT_FOUND, format!("App '{id}' does not exist")),
     }
 }

@@ -1,0 +1,327 @@
+//! The incremental live model: the apps as Marathon listed them, kept between passes and
+//! changed by events, so an event costs at most a one-app fetch instead of the whole cluster.
+//!
+//! The store holds each app's JSON as Marathon sent it, in Marathon's order. A pass renders
+//! the listing the store spells (`{"apps":[…]}`) through the same parse -> model -> render path
+//! as a full fetch, so the config is the one a full fetch of the same state gives, and live
+//! mode's hardening (invalid apps left out, last good services, port holders) is unchanged.
+//!
+//! Rules (README, "Incremental live model"): a task event of a known app whose version the
+//! store has and that has no health checks is applied from its payload; any other event that
+//! names an app the store knows fetches that one app; `app_terminated_event` removes the app.
+//! Everything the store cannot prove current falls back to a full fetch: a new app (its place
+//! in Marathon's order decides port assignment), a group change, an unknown or unparsable
+//! event, a failed or odd one-app fetch, or a store that was never loaded.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// Task states after which Marathon no longer lists the task.
+const GONE: &[&str] = &[
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_LOST",
+    "TASK_ERROR",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+    "TASK_DROPPED",
+    "TASK_UNKNOWN",
+];
+
+/// What applying an event needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The store is up to date with the event.
+    Applied,
+    /// The event names this app, but does not carry everything the config needs: fetch it.
+    Fetch(String),
+    /// A deployment changed these apps (a scale changes `instances` without an
+    /// `api_post_event`): fetch each.
+    FetchEach(Vec<String>),
+    /// The store cannot prove it is current: fetch the whole cluster (the reason is logged).
+    Full(&'static str),
+}
+
+/// The apps of the last full fetch, changed by events since.
+#[derive(Debug, Default)]
+pub struct AppStore {
+    /// App id and JSON, in Marathon's order.
+    apps: Vec<(String, Box<RawValue>)>,
+    /// App id -> position in `apps`.
+    index: HashMap<String, usize>,
+    /// Whether a full listing was loaded (and nothing made it doubtful since).
+    loaded: bool,
+}
+
+#[derive(Deserialize)]
+struct Listing<'a> {
+    #[serde(borrow)]
+    apps: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct OneApp {
+    app: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default, rename = "healthChecks")]
+    health_checks: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+impl AppStore {
+    /// Whether the store holds a full listing it can build on.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    /// Forgets everything: the next pass must fetch the whole cluster.
+    pub fn invalidate(&mut self) {
+        self.loaded = false;
+    }
+
+    /// Number of apps held.
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// Whether no app is held.
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    /// Replaces the store with a full `/v2/apps` listing. A listing that does not parse (the
+    /// pass reports it) leaves the store unloaded.
+    pub fn load(&mut self, body: &[u8]) {
+        self.apps.clear();
+        self.index.clear();
+        self.loaded = false;
+        let Ok(listing) = serde_json::from_slice::<Listing>(body) else {
+            return;
+        };
+        self.apps.reserve(listing.apps.len());
+        for raw in listing.apps {
+            let Some(id) = head(raw).and_then(|h| h.id) else {
+                return;
+            };
+            if self.index.insert(id.clone(), self.apps.len()).is_some() {
+                return;
+            }
+            self.apps.push((id, raw.to_owned()));
+        }
+        self.loaded = true;
+    }
+
+    /// The listing the store spells, in Marathon's order: what `/v2/apps` would answer now.
+    pub fn body(&self) -> Vec<u8> {
+        let size: usize = self.apps.iter().map(|(_, a)| a.get().len() + 1).sum();
+        let mut body = Vec::with_capacity(size + 16);
+        body.extend_from_slice(b"{\"apps\":[");
+        for (i, (_, app)) in self.apps.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(app.get().as_bytes());
+        }
+        body.extend_from_slice(b"]}");
+        body
+    }
+
+    /// Applies one event's JSON data.
+    pub fn apply(&mut self, data: &str) -> Change {
+        let Ok(Value::Object(event)) = serde_json::from_str::<Value>(data) else {
+            return Change::Full("an event that does not parse");
+        };
+        let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_owned);
+        let known = |id: &Option<String>| id.as_ref().is_some_and(|id| self.index.contains_key(id));
+        match text("eventType").as_deref() {
+            Some("status_update_event") => self.task_update(&event),
+            Some("health_status_changed_event") => match text("appId") {
+                id @ Some(_) if known(&id) => Change::Fetch(id.unwrap_or_default()),
+                _ => Change::Full("health of an app not in the model"),
+            },
+            Some("instance_changed_event") => match text("runSpecId") {
+                id @ Some(_) if known(&id) => Change::Fetch(id.unwrap_or_default()),
+                _ => Change::Full("an instance of an app not in the model"),
+            },
+            Some("api_post_event") => {
+                let id = event
+                    .get("appDefinition")
+                    .and_then(|d| d.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                match id {
+                    id @ Some(_) if known(&id) => Change::Fetch(id.unwrap_or_default()),
+                    _ => Change::Full("a new app or a definition without an id"),
+                }
+            }
+            Some("app_terminated_event") => match text("appId") {
+                Some(id) => {
+                    self.remove(&id);
+                    Change::Applied
+                }
+                None => Change::Full("app_terminated_event without appId"),
+            },
+            Some("group_change_success") => Change::Full("a group change"),
+            Some("deployment_info" | "deployment_success" | "deployment_failed") => {
+                self.deployment(&event)
+            }
+            _ => Change::Full("an event type the model does not apply"),
+        }
+    }
+
+    /// Sets one app from the body of `GET /v2/apps/{id}` (`None`: 404, the app is gone).
+    pub fn set_app(&mut self, id: &str, body: Option<&[u8]>) -> Change {
+        let Some(body) = body else {
+            self.remove(id);
+            return Change::Applied;
+        };
+        let Ok(one) = serde_json::from_slice::<OneApp>(body) else {
+            return Change::Full("a one-app body that does not parse");
+        };
+        if head(&one.app).and_then(|h| h.id).as_deref() != Some(id) {
+            return Change::Full("a one-app body for another id");
+        }
+        match self.index.get(id) {
+            Some(&at) => {
+                self.apps[at].1 = one.app;
+                Change::Applied
+            }
+            None => Change::Full("a fetched app not in the model"),
+        }
+    }
+
+    /// `status_update_event`: adds, updates or removes one task of a known app.
+    fn task_update(&mut self, event: &Map<String, Value>) -> Change {
+        let text = |key: &str| event.get(key).and_then(Value::as_str);
+        let (Some(app_id), Some(task_id), Some(state)) =
+            (text("appId"), text("taskId"), text("taskStatus"))
+        else {
+            return Change::Full("a task event without appId, taskId or taskStatus");
+        };
+        let gone = GONE.contains(&state);
+        let Some(&at) = self.index.get(app_id) else {
+            return match gone {
+                // Marathon's listing has no such task either.
+                true => Change::Applied,
+                false => Change::Full("a task of an app not in the model"),
+            };
+        };
+        let Some(head) = head(&self.apps[at].1) else {
+            return Change::Fetch(app_id.to_owned());
+        };
+        let checked = head.health_checks.is_some_and(|c| !c.is_empty());
+        // A task of a version the store has not seen means a definition change it missed; a
+        // started task of a health-checked app needs its health results. A task that ended
+        // simply leaves the listing.
+        if !gone && (checked || head.version.as_deref() != text("version")) {
+            return Change::Fetch(app_id.to_owned());
+        }
+        let Ok(mut app) = serde_json::from_str::<Map<String, Value>>(self.apps[at].1.get()) else {
+            return Change::Fetch(app_id.to_owned());
+        };
+        let tasks = app
+            .entry("tasks")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let Value::Array(tasks) = tasks else {
+            return Change::Fetch(app_id.to_owned());
+        };
+        let position = tasks
+            .iter()
+            .position(|t| t.get("id").and_then(Value::as_str) == Some(task_id));
+        match (gone, position) {
+            (true, Some(i)) => {
+                tasks.remove(i);
+            }
+            (true, None) => return Change::Applied,
+            (false, Some(i)) => update_task(&mut tasks[i], event, state),
+            (false, None) => tasks.push(new_task(event, app_id, task_id, state)),
+        }
+        match serde_json::value::to_raw_value(&app) {
+            Ok(raw) => {
+                self.apps[at].1 = raw;
+                Change::Applied
+            }
+            Err(_) => Change::Fetch(app_id.to_owned()),
+        }
+    }
+
+    /// A deployment event: fetch every app its plan names, or everything when it names none or
+    /// one the model does not have.
+    fn deployment(&self, event: &Map<String, Value>) -> Change {
+        let mut apps: Vec<String> = Vec::new();
+        let steps = event
+            .get("plan")
+            .and_then(|p| p.get("steps"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .chain(event.get("currentStep"));
+        for step in steps {
+            let actions = step.get("actions").and_then(Value::as_array);
+            for action in actions.into_iter().flatten() {
+                if let Some(app) = action.get("app").and_then(Value::as_str) {
+                    if !apps.iter().any(|a| a == app) {
+                        apps.push(app.to_owned());
+                    }
+                }
+            }
+        }
+        if apps.is_empty() {
+            return Change::Full("a deployment event that names no app");
+        }
+        if apps.iter().any(|a| !self.index.contains_key(a)) {
+            return Change::Full("a deployment of an app not in the model");
+        }
+        Change::FetchEach(apps)
+    }
+
+    /// Removes an app (and re-indexes the ones after it).
+    fn remove(&mut self, id: &str) {
+        if let Some(at) = self.index.remove(id) {
+            self.apps.remove(at);
+            for (i, (id, _)) in self.apps.iter().enumerate().skip(at) {
+                self.index.insert(id.clone(), i);
+            }
+        }
+    }
+}
+
+/// The fields of an app the event rules read.
+fn head(raw: &RawValue) -> Option<Head> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A listed task from a `status_update_event`: the fields the model reads.
+fn new_task(event: &Map<String, Value>, app_id: &str, task_id: &str, state: &str) -> Value {
+    let mut task = Map::new();
+    task.insert("id".into(), task_id.into());
+    task.insert("appId".into(), app_id.into());
+    task.insert("state".into(), state.into());
+    let mut task = Value::Object(task);
+    update_task(&mut task, event, state);
+    task
+}
+
+/// Copies what a `status_update_event` says about a task onto its listed form.
+fn update_task(task: &mut Value, event: &Map<String, Value>, state: &str) {
+    let Value::Object(task) = task else { return };
+    task.insert("state".into(), state.into());
+    for key in ["host", "ports", "ipAddresses", "version", "slaveId"] {
+        if let Some(value) = event.get(key) {
+            task.insert(key.into(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

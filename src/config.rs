@@ -4,6 +4,7 @@
 //! original, which exits with status 2 on them) and yields a [`Config`] holding the options of
 //! each pipeline stage (see [`options`]); nothing after validation reads `Cli`.
 
+mod flags;
 mod options;
 
 use std::path::PathBuf;
@@ -11,9 +12,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub use flags::{AuthFlags, LogFlags};
 pub use options::{
-    Apply, Auth, Input, LiveOptions, ManagedOptions, MarathonOptions, Output, SourceOptions,
-    Validation,
+    Apply, Auth, CredentialsError, Input, LiveOptions, ManagedOptions, MarathonOptions, Output,
+    SourceOptions, Validation,
 };
 
 use crate::haproxy::{exec, Paths, Retries};
@@ -158,28 +160,12 @@ pub struct Cli {
     /// pass whose fetch, write or reload failed.
     #[arg(long, default_value_t = 300)]
     pub max_backoff: u64,
-    /// Syslog socket, used when it exists ('/dev/null' to disable); logs always go to stderr too.
-    #[arg(long, default_value = "/dev/log")]
-    pub syslog_socket: String,
-    /// `json` for JSON lines on stderr; anything else (such as the original's Python format
-    /// string) means the human-readable format.
-    #[arg(long, default_value = "%(asctime)-15s %(name)s: %(message)s")]
-    pub log_format: String,
-    /// Log level: DEBUG, INFO, WARNING, ERROR, CRITICAL (any case).
-    #[arg(long, default_value = "DEBUG")]
-    pub log_level: String,
-    /// Path to a file with Marathon HTTP basic auth credentials (user:pass on the first line).
-    #[arg(long)]
-    pub marathon_auth_credential_file: Option<PathBuf>,
-    /// Marathon HTTP basic auth credentials, user:pass.
-    #[arg(long)]
-    pub auth_credentials: Option<String>,
-    /// DC/OS service account credentials (JSON with uid, private_key, login_endpoint).
-    #[arg(long, env = "DCOS_SERVICE_ACCOUNT_CREDENTIAL", hide_env_values = true)]
-    pub dcos_auth_credentials: Option<String>,
-    /// CA certificate (PEM) for Marathon's TLS.
-    #[arg(long)]
-    pub marathon_ca_cert: Option<PathBuf>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogFlags,
+    /// Marathon's credentials and CA.
+    #[command(flatten)]
+    pub auth: AuthFlags,
 }
 
 /// Default of `--marathon-max-body-bytes`: 256 MiB, nine times a 10,000-app cluster.
@@ -260,8 +246,8 @@ impl Cli {
         if self.group.is_empty() {
             return Err(UsageError::NoGroup);
         }
-        if !LOG_LEVELS.contains(&self.log_level.to_ascii_uppercase().as_str()) {
-            return Err(UsageError::LogLevel(self.log_level));
+        if !LOG_LEVELS.contains(&self.log.log_level.to_ascii_uppercase().as_str()) {
+            return Err(UsageError::LogLevel(self.log.log_level));
         }
         let paths = Paths::new(&self.haproxy_config);
         let model = model::Options {
@@ -308,16 +294,8 @@ impl Cli {
             Some(path) => Input::File(path.clone()),
             None => Input::Marathon(MarathonOptions {
                 urls: self.marathon.clone(),
-                auth: if let Some(json) = &self.dcos_auth_credentials {
-                    Auth::Dcos(json.clone())
-                } else if let Some(text) = &self.auth_credentials {
-                    Auth::Basic(text.clone())
-                } else if let Some(path) = &self.marathon_auth_credential_file {
-                    Auth::File(path.clone())
-                } else {
-                    Auth::None
-                },
-                ca_cert: self.marathon_ca_cert.clone(),
+                auth: self.auth.auth(),
+                ca_cert: self.auth.marathon_ca_cert.clone(),
                 stall_timeout: secs(self.event_stall_timeout),
             }),
         };

@@ -15,10 +15,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use marathon_lb::admin::{self, AdminState};
-use marathon_lb::config::{Auth, Cli, Config, Input, LiveOptions, ManagedOptions, MarathonOptions};
+use marathon_lb::config::{Cli, Config, Input, LiveOptions, ManagedOptions, MarathonOptions};
 use marathon_lb::haproxy::process::rundir;
 use marathon_lb::haproxy::{CommandReload, Managed, SupervisorConfig, Target};
-use marathon_lb::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
 use marathon_lb::marathon::client::{Client, ClientConfig};
 use marathon_lb::marathon::watch::{self as events, WatchConfig, WatchEvent};
 use marathon_lb::metrics::Metrics;
@@ -45,7 +44,7 @@ fn main() -> ExitCode {
         print!("{}", marathon_lb::longhelp::text());
         return ExitCode::SUCCESS;
     }
-    marathon_lb::logging::init(&cli.log_level, &cli.log_format, &cli.syslog_socket);
+    cli.log.init();
     let config = match cli.validate(|k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(usage) => clap::Error::raw(
@@ -120,23 +119,7 @@ async fn once(config: &Config, templates: &Templates, source: &Source) -> anyhow
 }
 
 fn marathon_client(marathon: &MarathonOptions, max_body_bytes: u64) -> anyhow::Result<Client> {
-    let credentials = match &marathon.auth {
-        Auth::Dcos(json) => {
-            Credentials::Dcos(DcosCredentials::from_json(json).context("--dcos-auth-credentials")?)
-        }
-        Auth::Basic(text) => {
-            Credentials::Basic(BasicCredentials::parse(text).context("--auth-credentials")?)
-        }
-        Auth::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let first = text.lines().next().unwrap_or_default().trim();
-            Credentials::Basic(
-                BasicCredentials::parse(first).context("--marathon-auth-credential-file")?,
-            )
-        }
-        Auth::None => Credentials::None,
-    };
+    let credentials = marathon.auth.credentials()?;
     let mut client_config = ClientConfig::new(marathon.urls.iter().cloned())
         .credentials(credentials)
         .max_body_bytes(max_body_bytes)

@@ -75,25 +75,25 @@ pub async fn run(
     let max = inputs.config.source.max_body_bytes;
     let (body, origin) = inputs.source.fetch(max).await?;
     let fetched = Fetched {
-        body,
+        apps: run::Apps::Body(body),
         origin,
         took: started.elapsed(),
     };
     run_fetched(inputs, fetched, memory, target).await
 }
 
-/// An apps body already in hand: from a fetch, or spelled by the incremental live model
+/// The apps already in hand: a fetched body, or the incremental live model's apps
 /// ([`crate::reconcile`]).
 pub struct Fetched {
-    /// The `/v2/apps` body.
-    pub body: bytes::Bytes,
+    /// The apps.
+    pub apps: run::Apps,
     /// Where it came from, for error messages.
     pub origin: String,
     /// Time spent getting it.
     pub took: std::time::Duration,
 }
 
-/// [`run()`] after the fetch: the same pass over a body in hand.
+/// [`run()`] after the fetch: the same pass over the apps in hand.
 ///
 /// # Errors
 /// [`Error`]: the last good config keeps serving.
@@ -107,12 +107,12 @@ pub async fn run_fetched(
         config, templates, ..
     } = inputs;
     let Fetched {
-        body,
+        apps,
         origin,
         took: fetch,
     } = fetched;
-    let fetched_bytes = body.len();
-    let mut built = tokio_block(|| run::build_body(body, &origin, config, templates, memory))?;
+    let fetched_bytes = apps.bytes();
+    let mut built = tokio_block(|| run::build(apps, &origin, config, templates, memory))?;
     let mut outcome = Outcome {
         applied: Applied::Unchanged,
         runtime_failure: None,

@@ -69,6 +69,9 @@ pub struct Memory {
     pub previous: Arc<Vec<model::Service>>,
     /// The last render's parts (live mode): a pass renders again only what changed.
     pub incremental: render::Incremental,
+    /// Each app's last model result (live mode, [`Apps::Each`]): a pass models again only
+    /// the apps whose JSON changed.
+    pub model: model::ModelCache,
 }
 
 /// Parses, models and renders an apps body. Pass the body by value to free it early.
@@ -94,6 +97,7 @@ impl Default for Memory {
             port_holders: PortHolders::default(),
             previous: Arc::default(),
             incremental: render::Incremental::default(),
+            model: model::ModelCache::default(),
         }
     }
 }
@@ -110,11 +114,78 @@ pub fn dns_ipv4(host: &str) -> Option<String> {
 }
 
 mod live;
+#[cfg(test)]
+mod tests;
 
 /// Why [`parse_and_model`] failed.
 enum Parsed {
     Body(types::Error),
     Model(model::Error),
+}
+
+/// One app's JSON as Marathon lists it, and a revision that changes whenever the JSON does
+/// (handed out by the live model's store; [`model::ModelCache`] keys on it).
+#[derive(Debug)]
+pub struct AppJson {
+    /// The app id.
+    pub id: String,
+    /// The app, as an element of `/v2/apps`.
+    pub json: Box<serde_json::value::RawValue>,
+    /// Unique to this JSON of this app in the process.
+    pub revision: u64,
+}
+
+/// The apps a pass models.
+#[derive(Debug, Clone)]
+pub enum Apps {
+    /// A `/v2/apps` body: a full fetch or the apps file.
+    Body(bytes::Bytes),
+    /// The live model's apps in Marathon's order, each modeled again only when its revision
+    /// is new.
+    Each(Vec<Arc<AppJson>>),
+}
+
+impl Apps {
+    /// Size of the apps' JSON in bytes.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Apps::Body(body) => body.len(),
+            Apps::Each(apps) => apps.iter().map(|a| a.json.get().len()).sum(),
+        }
+    }
+}
+
+/// Models each app of the live model, reusing the last result of every app whose revision
+/// did not change (the order, the port assigner and deployment groups are as for a body).
+fn model_each(
+    apps: &[Arc<AppJson>],
+    config: &Config,
+    memory: &mut Memory,
+) -> Result<Modeled, Parsed> {
+    let Memory {
+        resolver,
+        health,
+        model: cache,
+        ..
+    } = memory;
+    let mut builder = model::Builder::new(&config.model, resolver, health);
+    cache.start_pass();
+    for (index, app) in apps.iter().enumerate() {
+        let decode = || types::decode_one(app.json.get(), index);
+        if !config.model.leave_out_invalid {
+            builder.push(decode().map_err(|e| Parsed::Body(types::Error::App(e)))?);
+            continue;
+        }
+        let decode = || decode().map_err(|e| undecodable(&e));
+        builder.push_revision(cache, &app.id, app.revision, decode);
+    }
+    let reuse = cache.end_pass();
+    tracing::debug!(
+        reused = reuse.reused,
+        modeled = reuse.modeled,
+        "modeled the live model's apps"
+    );
+    builder.finish_all().map_err(Parsed::Model)
 }
 
 /// Services modeled from a body, and the apps left out (live mode).
@@ -206,17 +277,57 @@ pub fn build_body(
 ) -> Result<Built, Error> {
     let started = std::time::Instant::now();
     let apps_bytes = body.as_ref().len();
-    let (mut services, mut left_out) =
-        parse_and_model(body.as_ref(), config, memory).map_err(|e| match e {
+    let modeled = parse_and_model(body.as_ref(), config, memory);
+    // The services own what they need: free the body (often tens of MB) before rendering.
+    drop(body);
+    let modeled = modeled.map_err(|e| e.into_error(origin))?;
+    render_modeled(modeled, config, templates, memory, (started, apps_bytes))
+}
+
+/// Models and renders `apps` (a body, or the live model's apps), keeping the services.
+///
+/// # Errors
+/// [`Error::Parse`], [`Error::Model`] or [`Error::Render`].
+pub fn build(
+    apps: Apps,
+    origin: &str,
+    config: &Config,
+    templates: &Templates,
+    memory: &mut Memory,
+) -> Result<Built, Error> {
+    let apps = match apps {
+        Apps::Body(body) => return build_body(body, origin, config, templates, memory),
+        Apps::Each(apps) => apps,
+    };
+    let started = std::time::Instant::now();
+    let apps_bytes = apps.iter().map(|a| a.json.get().len()).sum();
+    let modeled = model_each(&apps, config, memory).map_err(|e| e.into_error(origin))?;
+    drop(apps);
+    render_modeled(modeled, config, templates, memory, (started, apps_bytes))
+}
+
+impl Parsed {
+    fn into_error(self, origin: &str) -> Error {
+        match self {
             Parsed::Body(error) => Error::Parse {
                 origin: origin.to_owned(),
                 error,
             },
             Parsed::Model(e) => Error::Model(e),
-        })?;
+        }
+    }
+}
+
+/// Renders modeled services (live mode: keeping the last good services of left-out apps),
+/// and remembers them for the next pass. `timing`: when the pass started, and its input size.
+fn render_modeled(
+    (mut services, mut left_out): Modeled,
+    config: &Config,
+    templates: &Templates,
+    memory: &mut Memory,
+    (started, apps_bytes): (std::time::Instant, usize),
+) -> Result<Built, Error> {
     let modeled = started.elapsed();
-    // The services own what they need: free the body (often tens of MB) before rendering.
-    drop(body);
     let rendered = if config.model.leave_out_invalid {
         live::keep_and_render(&mut services, &mut left_out, config, templates, memory)?
     } else {

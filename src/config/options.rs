@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::haproxy::{Paths, Retries};
+use crate::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
 
 /// Where a pass writes the config, its maps and the archive.
 #[derive(Debug, Clone)]
@@ -129,6 +130,46 @@ impl std::fmt::Debug for Auth {
             Self::None => f.write_str("None"),
         }
     }
+}
+
+impl Auth {
+    /// The credentials these flags give, read and parsed (the file is read now).
+    ///
+    /// # Errors
+    /// [`CredentialsError`]: the flag and why its value is unusable.
+    pub fn credentials(&self) -> Result<Credentials, CredentialsError> {
+        let error = |flag, reason: &dyn std::fmt::Display| CredentialsError {
+            flag,
+            reason: reason.to_string(),
+        };
+        Ok(match self {
+            Self::Dcos(json) => Credentials::Dcos(
+                DcosCredentials::from_json(json)
+                    .map_err(|e| error("--dcos-auth-credentials", &e))?,
+            ),
+            Self::Basic(text) => Credentials::Basic(
+                BasicCredentials::parse(text).map_err(|e| error("--auth-credentials", &e))?,
+            ),
+            Self::File(path) => {
+                let flag = "--marathon-auth-credential-file";
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| error(flag, &format!("reading {}: {e}", path.display())))?;
+                let first = text.lines().next().unwrap_or_default().trim();
+                Credentials::Basic(BasicCredentials::parse(first).map_err(|e| error(flag, &e))?)
+            }
+            Self::None => Credentials::None,
+        })
+    }
+}
+
+/// Credentials a flag names that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {reason}")]
+pub struct CredentialsError {
+    /// The flag.
+    pub flag: &'static str,
+    /// Why its value is unusable.
+    pub reason: String,
 }
 
 /// What keeps a live run (`--sse`, `--poll-interval`, `--apps-file --watch`) going.

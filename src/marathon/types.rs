@@ -17,7 +17,7 @@ pub type Str<'a> = Cow<'a, str>;
 
 mod body;
 
-pub use body::{for_each_app, AppError, AppsBody, Error};
+pub use body::{decode_one, for_each_app, AppError, AppsBody, Error};
 
 /// One Marathon app definition with its embedded tasks.
 #[derive(Debug, Clone, Default, Deserialize)]

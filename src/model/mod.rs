@@ -5,12 +5,14 @@
 //! routable task becomes a [`Service`] carrying its label settings and backends, sorted by
 //! `(app id, service port)` as the config lists them.
 
+mod cache;
 pub mod deployment;
 pub mod invalid;
 mod kinds;
 pub mod labels;
 pub mod network;
 
+pub use cache::{ModelCache, Reuse};
 pub use kinds::{Balance, HealthCheck, ProxyMode};
 
 use std::collections::{HashMap, HashSet};

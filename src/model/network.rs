@@ -204,6 +204,11 @@ impl PortAssigner {
         }
     }
 
+    /// How many (app, task port) pairs this pass was given service ports from the range.
+    pub fn assigned(&self) -> usize {
+        self.assigned.len()
+    }
+
     /// The service ports of an app, in port-index order; `None` where the range is exhausted.
     pub fn service_ports(&mut self, app: &App, mode: Mode) -> Vec<Option<i64>> {
         if matches!(mode, Mode::Container | Mode::Bridge) {

@@ -12,6 +12,7 @@ use super::incremental::{AppStore, Change};
 use super::Trigger;
 use crate::marathon::client::Client;
 use crate::pass::{FetchError, Fetched, Source};
+use crate::run::Apps;
 
 /// Quiet time that ends a burst's gathering window (after a pass that just ran).
 const QUIET: Duration = Duration::from_millis(10);
@@ -92,7 +93,8 @@ pub(super) async fn fetch(
     let Source::Marathon(client) = source else {
         let (body, origin) = source.fetch(max_bytes).await?;
         let took = started.elapsed();
-        return Ok(Fetched { body, origin, took });
+        let apps = Apps::Body(body);
+        return Ok(Fetched { apps, origin, took });
     };
     let origin = format!("Marathon {}", client.current_host());
     if !work.full && store.is_loaded() {
@@ -103,9 +105,9 @@ pub(super) async fn fetch(
                     apps_fetched = fetched,
                     "applied events to the live model"
                 );
-                let body = bytes::Bytes::from(store.body());
+                let apps = Apps::Each(store.snapshot());
                 let took = started.elapsed();
-                return Ok(Fetched { body, origin, took });
+                return Ok(Fetched { apps, origin, took });
             }
             Err(reason) => tracing::info!(
                 reason,
@@ -117,7 +119,13 @@ pub(super) async fn fetch(
     let body = client.apps_json().await.map_err(FetchError::Marathon)?;
     let took = started.elapsed();
     store.load(&body);
-    Ok(Fetched { body, origin, took })
+    // A listing the store took is modeled app by app (unchanged apps are not modeled again);
+    // one it could not take goes through the body's own parse, which reports what is wrong.
+    let apps = match store.is_loaded() {
+        true => Apps::Each(store.snapshot()),
+        false => Apps::Body(body),
+    };
+    Ok(Fetched { apps, origin, took })
 }
 
 /// Applies the events, then fetches each app they could not settle (once per app). The

@@ -14,10 +14,13 @@
 //! event, a failed or odd one-app fetch, or a store that was never loaded.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::run::AppJson;
 
 /// Task states after which Marathon no longer lists the task.
 const GONE: &[&str] = &[
@@ -49,12 +52,14 @@ pub enum Change {
 /// The apps of the last full fetch, changed by events since.
 #[derive(Debug, Default)]
 pub struct AppStore {
-    /// App id and JSON, in Marathon's order.
-    apps: Vec<(String, Box<RawValue>)>,
+    /// Each app's JSON, in Marathon's order.
+    apps: Vec<Arc<AppJson>>,
     /// App id -> position in `apps`.
     index: HashMap<String, usize>,
     /// Whether a full listing was loaded (and nothing made it doubtful since).
     loaded: bool,
+    /// The last revision handed out.
+    revision: u64,
 }
 
 #[derive(Deserialize)]
@@ -100,40 +105,78 @@ impl AppStore {
     }
 
     /// Replaces the store with a full `/v2/apps` listing. A listing that does not parse (the
-    /// pass reports it) leaves the store unloaded.
+    /// pass reports it) or lists an app twice leaves the store unloaded. An app whose JSON is
+    /// the same as before keeps its revision, so a resync does not model it again.
     pub fn load(&mut self, body: &[u8]) {
-        self.apps.clear();
-        self.index.clear();
+        let old_apps = std::mem::take(&mut self.apps);
+        let old_index = std::mem::take(&mut self.index);
         self.loaded = false;
-        let Ok(listing) = serde_json::from_slice::<Listing>(body) else {
+        // A `&str` reader skips UTF-8 checks inside strings: checked once here instead.
+        let Ok(text) = std::str::from_utf8(body) else {
+            return;
+        };
+        let Ok(listing) = serde_json::from_str::<Listing>(text) else {
             return;
         };
         self.apps.reserve(listing.apps.len());
-        for raw in listing.apps {
-            let Some(id) = head(raw).and_then(|h| h.id) else {
-                return;
+        for (at, raw) in listing.apps.into_iter().enumerate() {
+            // Most apps are unchanged and where they were: no need to read their id again.
+            let same = |old: &&Arc<AppJson>| old.json.get() == raw.get();
+            let app = match old_apps.get(at).filter(same) {
+                Some(old) => old.clone(),
+                None => {
+                    let Some(id) = head(raw).and_then(|h| h.id) else {
+                        return;
+                    };
+                    let moved = old_index.get(&id).map(|&i| &old_apps[i]).filter(same);
+                    match moved {
+                        Some(old) => old.clone(),
+                        None => self.stored(id, raw.to_owned()),
+                    }
+                }
             };
-            if self.index.insert(id.clone(), self.apps.len()).is_some() {
+            if self.index.insert(app.id.clone(), self.apps.len()).is_some() {
                 return;
             }
-            self.apps.push((id, raw.to_owned()));
+            self.apps.push(app);
         }
         self.loaded = true;
     }
 
+    /// The apps as the model takes them, in Marathon's order.
+    pub fn snapshot(&self) -> Vec<Arc<AppJson>> {
+        self.apps.clone()
+    }
+
     /// The listing the store spells, in Marathon's order: what `/v2/apps` would answer now.
     pub fn body(&self) -> Vec<u8> {
-        let size: usize = self.apps.iter().map(|(_, a)| a.get().len() + 1).sum();
+        let size: usize = self.apps.iter().map(|a| a.json.get().len() + 1).sum();
         let mut body = Vec::with_capacity(size + 16);
         body.extend_from_slice(b"{\"apps\":[");
-        for (i, (_, app)) in self.apps.iter().enumerate() {
+        for (i, app) in self.apps.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(app.get().as_bytes());
+            body.extend_from_slice(app.json.get().as_bytes());
         }
         body.extend_from_slice(b"]}");
         body
+    }
+
+    /// `json` under a new revision.
+    fn stored(&mut self, id: String, json: Box<RawValue>) -> Arc<AppJson> {
+        self.revision += 1;
+        Arc::new(AppJson {
+            id,
+            json,
+            revision: self.revision,
+        })
+    }
+
+    /// Replaces the JSON of the app at `at`.
+    fn replace(&mut self, at: usize, json: Box<RawValue>) {
+        let id = self.apps[at].id.clone();
+        self.apps[at] = self.stored(id, json);
     }
 
     /// Applies one event's JSON data.
@@ -193,7 +236,7 @@ impl AppStore {
         }
         match self.index.get(id) {
             Some(&at) => {
-                self.apps[at].1 = one.app;
+                self.replace(at, one.app);
                 Change::Applied
             }
             None => Change::Full("a fetched app not in the model"),
@@ -216,7 +259,7 @@ impl AppStore {
                 false => Change::Full("a task of an app not in the model"),
             };
         };
-        let Some(head) = head(&self.apps[at].1) else {
+        let Some(head) = head(&self.apps[at].json) else {
             return Change::Fetch(app_id.to_owned());
         };
         let checked = head.health_checks.is_some_and(|c| !c.is_empty());
@@ -226,7 +269,8 @@ impl AppStore {
         if !gone && (checked || head.version.as_deref() != text("version")) {
             return Change::Fetch(app_id.to_owned());
         }
-        let Ok(mut app) = serde_json::from_str::<Map<String, Value>>(self.apps[at].1.get()) else {
+        let Ok(mut app) = serde_json::from_str::<Map<String, Value>>(self.apps[at].json.get())
+        else {
             return Change::Fetch(app_id.to_owned());
         };
         let tasks = app
@@ -248,7 +292,7 @@ impl AppStore {
         }
         match serde_json::value::to_raw_value(&app) {
             Ok(raw) => {
-                self.apps[at].1 = raw;
+                self.replace(at, raw);
                 Change::Applied
             }
             Err(_) => Change::Fetch(app_id.to_owned()),
@@ -289,8 +333,8 @@ impl AppStore {
     fn remove(&mut self, id: &str) {
         if let Some(at) = self.index.remove(id) {
             self.apps.remove(at);
-            for (i, (id, _)) in self.apps.iter().enumerate().skip(at) {
-                self.index.insert(id.clone(), i);
+            for (i, app) in self.apps.iter().enumerate().skip(at) {
+                self.index.insert(app.id.clone(), i);
             }
         }
     }

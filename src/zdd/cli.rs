@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::config::{AuthFlags, LogFlags};
+
 /// Zero-downtime blue/green deployment of a Marathon app behind marathon-lb.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -77,25 +79,10 @@ pub struct ZddArgs {
     /// Do not roll back automatically when a gate fails or --max-wait passes.
     #[arg(long)]
     pub no_rollback: bool,
-    /// Syslog socket (accepted for zdd.py compatibility; logs go to stderr).
-    #[arg(long, default_value = "/dev/log")]
-    pub syslog_socket: String,
-    /// Log format (accepted for zdd.py compatibility).
-    #[arg(long, default_value = "%(asctime)-15s %(name)s: %(message)s")]
-    pub log_format: String,
-    /// Log level: DEBUG, INFO, WARNING, ERROR, CRITICAL.
-    #[arg(long, default_value = "DEBUG")]
-    pub log_level: String,
-    /// Path to a file with Marathon HTTP basic auth credentials (user:pass on the first line).
-    #[arg(long)]
-    pub marathon_auth_credential_file: Option<PathBuf>,
-    /// Marathon HTTP basic auth credentials, user:pass.
-    #[arg(long)]
-    pub auth_credentials: Option<String>,
-    /// DC/OS service account credentials (JSON with uid, private_key, login_endpoint).
-    #[arg(long, env = "DCOS_SERVICE_ACCOUNT_CREDENTIAL", hide_env_values = true)]
-    pub dcos_auth_credentials: Option<String>,
-    /// CA certificate (PEM) for Marathon's TLS.
-    #[arg(long)]
-    pub marathon_ca_cert: Option<PathBuf>,
+    /// Logging (as the main command).
+    #[command(flatten)]
+    pub log: LogFlags,
+    /// Marathon's credentials and CA (as the main command).
+    #[command(flatten)]
+    pub auth: AuthFlags,
 }

@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::Value;
 
-use crate::marathon::auth::{BasicCredentials, Credentials, DcosCredentials};
+use crate::marathon::auth::Credentials;
 use api::{ApiError, Marathon};
 pub use cli::ZddArgs;
 use stats::Balancers;
@@ -110,7 +110,7 @@ impl Error {
 /// Runs `marathon-lb zdd` with `args` (the first is the program name, e.g. `zdd`).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args = ZddArgs::parse_from(args);
-    init_logging(&args.log_level);
+    args.log.init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,22 +129,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let level = match level.to_ascii_uppercase().as_str() {
-        "DEBUG" => "debug",
-        "WARNING" | "WARN" => "warn",
-        "ERROR" | "CRITICAL" | "FATAL" => "error",
-        _ => "info",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MARATHON_LB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marathon_lb={level}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }
 
 /// The whole command: checks, then a new deploy or the completion of one in progress.
@@ -177,8 +161,12 @@ pub async fn run(args: ZddArgs) -> Result<(), Error> {
     let app: Value = serde_json::from_str(&text)
         .map_err(|e| Error::Other(format!("{} is not JSON: {e}", json.display())))?;
     plan::validate(&app)?;
-    let marathon = Marathon::new(url, credentials(&args)?, args.marathon_ca_cert.as_deref())
-        .map_err(Error::Marathon)?;
+    let marathon = Marathon::new(
+        url,
+        credentials(&args)?,
+        args.auth.marathon_ca_cert.as_deref(),
+    )
+    .map_err(Error::Marathon)?;
     let balancers = Balancers::resolve(&args.marathon_lb).await?;
     let group = plan::group(&app).unwrap_or_default().to_owned();
     let mut previous: Vec<Value> = marathon
@@ -256,25 +244,10 @@ fn sorted(value: &Value) -> Value {
 
 /// The Marathon credentials from the auth flags (as the main command reads them).
 fn credentials(args: &ZddArgs) -> Result<Credentials, Error> {
-    let invalid = |flag: &str, e: &dyn std::fmt::Display| Error::InvalidArg(format!("{flag}: {e}"));
-    if let Some(json) = &args.dcos_auth_credentials {
-        let dcos =
-            DcosCredentials::from_json(json).map_err(|e| invalid("--dcos-auth-credentials", &e))?;
-        return Ok(Credentials::Dcos(dcos));
-    }
-    if let Some(text) = &args.auth_credentials {
-        let basic = BasicCredentials::parse(text).map_err(|e| invalid("--auth-credentials", &e))?;
-        return Ok(Credentials::Basic(basic));
-    }
-    if let Some(path) = &args.marathon_auth_credential_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| invalid("--marathon-auth-credential-file", &e))?;
-        let first = text.lines().next().unwrap_or_default().trim();
-        let basic = BasicCredentials::parse(first)
-            .map_err(|e| invalid("--marathon-auth-credential-file", &e))?;
-        return Ok(Credentials::Basic(basic));
-    }
-    Ok(Credentials::None)
+    args.auth
+        .auth()
+        .credentials()
+        .map_err(|e| Error::InvalidArg(e.to_string()))
 }
 
 /// Asks `question` on the terminal; Enter means yes.

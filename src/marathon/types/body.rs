@@ -311,7 +311,14 @@ impl<'de, F: FnMut(Result<App<'de>, AppError>)> Visitor<'de> for AppList<'_, F> 
 
 /// Decodes one element of `apps`, borrowing its strings from the body.
 fn decode_app(raw: &RawValue, index: usize) -> Result<App<'_>, AppError> {
-    let text = raw.get();
+    decode_one(raw.get(), index)
+}
+
+/// Decodes one app's JSON, element `index` of a listing, borrowing its strings from `text`.
+///
+/// # Errors
+/// [`AppError`]: the element is not a valid app (the field and why).
+pub fn decode_one(text: &str, index: usize) -> Result<App<'_>, AppError> {
     let mut de = serde_json::Deserializer::from_str(text);
     App::deserialize(&mut de).map_err(|_| explain(text, index))
 }

@@ -131,7 +131,10 @@ async fn measure(bin: &Path, base: &str, apps: usize) {
         .current_dir(dir.path())
         .args(["--marathon", &fake.url(), "--sse", "--log-level", "error"])
         .args(args)
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("LIVE_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     wait_for(&config_path, &expected(base), Duration::from_secs(60))

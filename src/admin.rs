@@ -197,7 +197,7 @@ impl StatusView {
             last_apply: status.last_apply.map(rfc3339),
             last_error: status.last_error.clone(),
             marathon_connected: status.marathon_connected,
-            apps: status.apps,
+            apps: status.served.described().services.len(),
             invalid_apps,
         }
     }

@@ -254,7 +254,7 @@ impl Metrics {
     /// Copies the gauges that mirror the reconcile [`Status`] (apps, last apply, Marathon
     /// connection). The admin server calls it before each encode.
     pub fn observe_status(&self, status: &Status) {
-        self.set_apps(status.apps);
+        self.set_apps(status.served.described().services.len());
         self.set_marathon_connected(status.marathon_connected);
         if let Some(at) = status.last_apply {
             self.set_last_apply(at);
@@ -359,7 +359,7 @@ mod tests {
     fn status_gauges_follow_the_published_status() {
         let metrics = Metrics::new();
         metrics.observe_status(&Status {
-            apps: 7,
+            served: crate::status::services::served_n(7),
             marathon_connected: true,
             last_apply: Some(UNIX_EPOCH + Duration::from_secs(10)),
             ..Status::default()

@@ -221,20 +221,14 @@ impl<T: Target> Reconciler<T> {
         self.metrics.set_invalid_apps(invalid.len());
         let command = matches!(self.config.apply, crate::config::Apply::Command(_));
         let record = apply_record(&done.applied, &done.changes, command, now, ms(took));
-        let mut served = done.served;
-        served
-            .services
-            .retain(|s| !invalid.iter().any(|i| i.app_id == s.app_id));
+        let served = (done.served).without(invalid.iter().map(|i| i.app_id.as_str()));
         self.status.send_modify(|s| {
             s.marathon
                 .fetched(&done.origin, now, done.fetch, done.fetched_bytes);
             s.last_success = Some(now);
             s.last_pass = Some(now);
             s.last_error = None;
-            s.apps = served.services.len();
-            s.services = Arc::new(served.services);
-            s.stats_page = served.stats_page;
-            s.certificates = served.certificates;
+            s.served = Arc::new(served);
             s.invalid_apps = invalid;
             s.record_apply(record);
             match done.applied {
@@ -344,7 +338,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let passes = running.status.borrow().passes;
         assert!((1..=2).contains(&passes), "{passes} passes for one burst");
-        let services = running.status.borrow().services.clone();
+        let services = running.status.borrow().served.described().services.clone();
         assert_eq!(services.len(), 1, "the served service is published");
         assert_eq!(services[0].backend, "a_10000");
         assert!(std::fs::read_to_string(dir.path().join("haproxy.cfg"))

@@ -15,7 +15,7 @@ pub mod certs;
 pub mod services;
 
 pub use applies::{summarize_ops, ApplyHow, ApplyRecord};
-pub use services::{ServerInfo, ServiceInfo};
+pub use services::{Described, Served, ServerInfo, ServiceInfo};
 
 /// How many applies [`Status::recent_applies`] keeps.
 pub const RECENT_APPLIES: usize = 25;
@@ -61,9 +61,6 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Whether the Marathon event stream is connected.
     pub marathon_connected: bool,
-    /// Load-balanced services (backends) served by the last config (apps HAProxy rejected
-    /// not counted).
-    pub apps: usize,
     /// Apps (or service ports) left out of the last config: for invalid labels or JSON,
     /// port conflicts, templates that do not format (live mode), or because HAProxy rejects
     /// them.
@@ -72,18 +69,15 @@ pub struct Status {
     pub runtime_applies: u64,
     /// When the last pass finished (successful or not).
     pub last_pass: Option<SystemTime>,
-    /// The services of the last successful pass (what HAProxy is configured to serve).
-    pub services: Arc<Vec<ServiceInfo>>,
+    /// What the last successful pass serves: its services (apps HAProxy rejected not
+    /// counted), the stats page, the certificates ([`Served::described`]).
+    pub served: Arc<Served>,
     /// The most recent applies, newest last (at most [`RECENT_APPLIES`]).
     pub recent_applies: VecDeque<ApplyRecord>,
     /// What is known about the app source.
     pub marathon: MarathonInfo,
-    /// The `listen stats` page of the served config: `(port, uri)`.
-    pub stats_page: Option<(u16, String)>,
     /// When a pass (or a manual reload) last failed.
     pub last_failure: Option<SystemTime>,
-    /// The certificate paths (`crt`) the served config's `bind` lines load.
-    pub certificates: Vec<std::path::PathBuf>,
 }
 
 impl Status {

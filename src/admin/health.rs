@@ -115,7 +115,8 @@ impl Health {
             rules.marathon_unreachable_after,
         ));
         if let Some(live) = live.filter(|l| l.stats.is_some()) {
-            for s in status.services.iter().filter(|s| !s.servers.is_empty()) {
+            let served = &status.served.described().services;
+            for s in served.iter().filter(|s| !s.servers.is_empty()) {
                 if let Some(row) = live.backend(&s.backend) {
                     if state_word(&row.status) != "UP" {
                         reasons.push(format!(

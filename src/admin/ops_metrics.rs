@@ -95,7 +95,7 @@ pub fn encode(status: &Status) -> String {
         failure,
     );
     let expiry = Family::<PathLabels, Gauge>::default();
-    for (path, at) in crate::status::certs::expiries(&status.certificates) {
+    for (path, at) in crate::status::certs::expiries(&status.served.described().certificates) {
         expiry
             .get_or_create(&PathLabels {
                 path: path.display().to_string(),

@@ -195,6 +195,8 @@ pub fn view(state: &AdminState) -> StateView {
 /// The state of `status` and `live` at `now`. Pure.
 pub fn build(status: &Status, live: Option<&Live>, health: &Health, now: SystemTime) -> StateView {
     let services: Vec<ServiceState> = status
+        .served
+        .described()
         .services
         .iter()
         .map(|s| service_state(s, live))
@@ -290,8 +292,8 @@ fn marathon_view(status: &Status, now: SystemTime) -> MarathonView {
 
 fn haproxy_view(status: &Status, live: Option<&Live>) -> HaproxyView {
     let mut view = HaproxyView {
-        stats_port: status.stats_page.as_ref().map(|p| p.0),
-        stats_uri: status.stats_page.as_ref().map(|p| p.1.clone()),
+        stats_port: status.served.described().stats_page.as_ref().map(|p| p.0),
+        stats_uri: (status.served.described().stats_page.as_ref()).map(|p| p.1.clone()),
         ..HaproxyView::default()
     };
     let Some(live) = live else {

@@ -75,7 +75,7 @@ fn succeeded(at: SystemTime) -> Status {
         applies: 1,
         last_success: Some(at),
         last_apply: Some(at),
-        apps: 2,
+        served: crate::status::services::served_n(2),
         marathon_connected: true,
         ..Status::default()
     }
@@ -294,7 +294,12 @@ fn health_names_left_out_apps_dead_backends_and_an_unreachable_marathon() {
         servers: vec![server],
     };
     let mut status = succeeded(now);
-    status.services = std::sync::Arc::new(vec![service]);
+    status.served = std::sync::Arc::new(crate::status::Served::described_as(
+        crate::status::Described {
+            services: vec![service],
+            ..Default::default()
+        },
+    ));
     let stat = |state: &str| Live {
         stats: Some(
             parse_show_stat(&format!(

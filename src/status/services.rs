@@ -2,6 +2,7 @@
 //! ports, vhosts, labels, tasks) under the names HAProxy knows them by.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -167,9 +168,27 @@ fn port_index(labels: &[(String, String)]) -> Option<u32> {
     })
 }
 
-/// What a built config serves, for the status: its services and HAProxy's stats page.
-#[derive(Debug, Clone, Default)]
+/// What the last successful pass serves: its services, HAProxy's stats page and the
+/// certificates its config loads. A pass only hands over its services and config (cheap:
+/// shared, not copied row by row); they are described on first read (the state API, the
+/// dashboard, health, the metrics), so 10,000 services cost nothing per pass.
+#[derive(Debug, Default)]
 pub struct Served {
+    source: Option<Source>,
+    described: OnceLock<Described>,
+}
+
+#[derive(Debug)]
+struct Source {
+    services: Arc<Vec<Service>>,
+    config: Arc<str>,
+    /// Apps left out after the build (HAProxy rejected them): not described.
+    left_out: HashSet<String>,
+}
+
+/// [`Served`], described.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
     /// [`served`] services.
     pub services: Vec<ServiceInfo>,
     /// [`super::stats_page`] of the config.
@@ -179,12 +198,71 @@ pub struct Served {
 }
 
 impl Served {
-    /// The services of `built` its config serves.
+    /// What `built` serves, described when first read.
     pub fn of(built: &crate::run::Built) -> Self {
         Self {
-            services: served(&built.services, &built.rendered.config),
-            stats_page: super::stats_page(&built.rendered.config),
-            certificates: super::certs::served(&built.rendered.config),
+            source: Some(Source {
+                services: built.services.clone(),
+                config: Arc::from(built.rendered.config.as_str()),
+                left_out: HashSet::new(),
+            }),
+            described: OnceLock::new(),
         }
     }
+
+    /// Already described (tests, and passes that describe nothing).
+    pub fn described_as(described: Described) -> Self {
+        Self {
+            source: None,
+            described: OnceLock::from(described),
+        }
+    }
+
+    /// Leaves the services of `app_ids` out of the description.
+    pub fn without<'a>(mut self, app_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        if let Some(source) = &mut self.source {
+            source
+                .left_out
+                .extend(app_ids.into_iter().map(str::to_owned));
+        }
+        self
+    }
+
+    /// The description (made on the first call).
+    pub fn described(&self) -> &Described {
+        self.described.get_or_init(|| match &self.source {
+            None => Described::default(),
+            Some(source) => {
+                let mut services = served(&source.services, &source.config);
+                services.retain(|s| !source.left_out.contains(&s.app_id));
+                Described {
+                    services,
+                    stats_page: super::stats_page(&source.config),
+                    certificates: super::certs::served(&source.config),
+                }
+            }
+        })
+    }
+}
+
+/// What `n` served services of one app describe to (unit tests of the status readers).
+#[cfg(test)]
+pub(crate) fn served_n(n: usize) -> Arc<Served> {
+    let row = |i: usize| ServiceInfo {
+        app_id: "/web".into(),
+        port_index: Some(0),
+        service_port: 10_000 + i as i64,
+        frontend: format!("web_{}", 10_000 + i),
+        bind: format!("*:{}", 10_000 + i),
+        mode: "tcp".into(),
+        vhosts: Vec::new(),
+        path: None,
+        backend: format!("web_{}", 10_000 + i),
+        labels: BTreeMap::new(),
+        servers: Vec::new(),
+    };
+    Arc::new(Served::described_as(Described {
+        services: (0..n).map(row).collect(),
+        ..Described::default()
+    }))
 }

@@ -98,6 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )?)),
     };
     if let Some(live_options) = config.live.clone() {
+        allocator::purge_lazily();
         live(Arc::new(config), live_options, Arc::new(templates), source).await
     } else {
         allocator::purge_promptly();
@@ -430,7 +431,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod allocator {
     /// `mi_option_arena_eager_commit` (default 2).
     pub const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    /// `mi_option_purge_delay` in ms (default 1000; left as is in live mode).
+    /// `mi_option_purge_delay` in ms (default 1000).
     pub const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
     pub fn tune() {
@@ -450,6 +451,17 @@ mod allocator {
         #[allow(unsafe_code)]
         unsafe {
             libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        }
+    }
+
+    /// Live passes come seconds apart and each needs about what the last one freed (at
+    /// 10,000 apps, tens of MB): keeping freed pages for 30 s instead of 1 s spares every
+    /// pass faulting in and zeroing them again (a quarter of an event's latency, measured).
+    pub fn purge_lazily() {
+        // SAFETY: a plain setter of mimalloc's global options; a valid option id (see the test).
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 30_000);
         }
     }
 

@@ -228,7 +228,8 @@ impl<T: Target> Reconciler<T> {
             s.last_success = Some(now);
             s.last_pass = Some(now);
             s.last_error = None;
-            s.served = Arc::new(served);
+            let old = std::mem::replace(&mut s.served, Arc::new(served));
+            crate::run::drop_in_background(old);
             s.invalid_apps = invalid;
             s.record_apply(record);
             match done.applied {

@@ -38,11 +38,13 @@ mod dashboard;
 mod guard;
 mod health;
 pub mod live;
+
+use std::sync::Arc;
 mod ops_metrics;
 pub mod state;
 
 pub use health::{Health, Rules, DEFAULT_MARATHON_UNREACHABLE_AFTER};
-pub use live::{HaproxyLink, Live};
+pub use live::{HaproxyLink, Live, LiveSource};
 
 /// The default `--admin-addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9092";
@@ -87,8 +89,8 @@ pub struct AdminState {
     pub failure_grace: Duration,
     /// See [`DEFAULT_MARATHON_UNREACHABLE_AFTER`] (`--marathon-unreachable-after`).
     pub marathon_unreachable_after: Duration,
-    /// HAProxy's live state (managed mode), polled in the background.
-    pub live: Option<watch::Receiver<Live>>,
+    /// HAProxy's live state (managed mode), read when asked.
+    pub live: Option<Arc<LiveSource>>,
     /// List the loop's left-out apps even when there are none (every live mode does).
     pub list_invalid_apps: bool,
 }
@@ -118,10 +120,11 @@ impl AdminState {
         self
     }
 
-    /// Reads HAProxy's live state (server states, pids) from `link` every `every`.
+    /// Reads HAProxy's live state (server states, pids) from `link` when asked, each reading
+    /// reused for `max_age`.
     #[must_use]
-    pub fn with_haproxy(mut self, link: HaproxyLink, every: Duration) -> Self {
-        self.live = Some(live::spawn(link, every));
+    pub fn with_haproxy(mut self, link: HaproxyLink, max_age: Duration) -> Self {
+        self.live = Some(Arc::new(LiveSource::new(&link, max_age)));
         self
     }
 
@@ -140,9 +143,12 @@ impl AdminState {
         }
     }
 
-    /// HAProxy's last live state, when it is read.
-    pub fn live(&self) -> Option<Live> {
-        self.live.as_ref().map(|rx| rx.borrow().clone())
+    /// HAProxy's live state, when it is read (managed mode).
+    pub async fn live(&self) -> Option<Live> {
+        match &self.live {
+            Some(source) => Some(source.get().await),
+            None => None,
+        }
     }
 
     /// Sets how long failing passes stay healthy after the last success.
@@ -268,15 +274,15 @@ pub async fn serve_on(
         .map_err(Error::Serve)
 }
 
-fn snapshot(state: &AdminState) -> (Status, Health) {
+async fn snapshot(state: &AdminState) -> (Status, Health) {
     let status = state.status.borrow().clone();
-    let live = state.live();
+    let live = state.live().await;
     let health = Health::judge(&status, live.as_ref(), SystemTime::now(), &state.rules());
     (status, health)
 }
 
 async fn healthz(State(state): State<AdminState>) -> Response {
-    let (_, health) = snapshot(&state);
+    let (_, health) = snapshot(&state).await;
     let code = if health.is_healthy() {
         StatusCode::OK
     } else {
@@ -286,7 +292,7 @@ async fn healthz(State(state): State<AdminState>) -> Response {
 }
 
 async fn status(State(state): State<AdminState>) -> Json<StatusView> {
-    let (status, health) = snapshot(&state);
+    let (status, health) = snapshot(&state).await;
     Json(StatusView::new(&status, &health, state.invalid_apps()))
 }
 
@@ -331,7 +337,7 @@ fn signal(state: &AdminState, trigger: Trigger, name: &str, what: &str) -> Respo
 }
 
 async fn page(State(state): State<AdminState>) -> Html<String> {
-    Html(dashboard::page(&state::view(&state)))
+    Html(dashboard::page(&state::view(&state).await))
 }
 
 #[cfg(test)]

@@ -180,13 +180,13 @@ pub struct SelfView {
 
 /// `GET /api/v1/state`.
 pub async fn get(State(state): State<AdminState>) -> Json<StateView> {
-    Json(view(&state))
+    Json(view(&state).await)
 }
 
 /// The state now.
-pub fn view(state: &AdminState) -> StateView {
+pub async fn view(state: &AdminState) -> StateView {
     let status = state.status.borrow().clone();
-    let live = state.live();
+    let live = state.live().await;
     let now = SystemTime::now();
     let health = Health::judge(&status, live.as_ref(), now, &state.rules());
     build(&status, live.as_ref(), &health, now)

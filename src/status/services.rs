@@ -6,6 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
+use crate::compat::clean_name;
+
 use crate::model::Service;
 
 /// One load-balanced service port of an app.
@@ -141,21 +143,10 @@ pub fn backend_name(s: &Service) -> String {
 /// The server name the render gives a task: `host_ip_port` (or `ip_port` when the host is
 /// the address), every character outside `[a-zA-Z0-9-]` as `_`.
 pub fn server_name(host: &str, ip: &str, port: i64) -> String {
-    let clean = |t: &str| -> String {
-        t.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
     if host == ip {
-        format!("{}_{port}", clean(ip))
+        format!("{}_{port}", clean_name(ip))
     } else {
-        format!("{}_{}_{port}", clean(host), clean(ip))
+        format!("{}_{}_{port}", clean_name(host), clean_name(ip))
     }
 }
 

@@ -19,6 +19,7 @@ use super::api::Marathon;
 use super::plan::{self, instances, target};
 use super::stats::{Balancers, Server};
 use super::{confirm, gate, Error, ZddArgs};
+use crate::compat::clean_name;
 use crate::marathon::types::AppsBody;
 
 /// How often the load balancers and Marathon are polled while waiting.
@@ -431,22 +432,9 @@ fn task_id(task: &Value) -> &str {
     task.get("id").and_then(Value::as_str).unwrap_or("")
 }
 
-/// `text` with every character outside `[a-zA-Z0-9-]` replaced by `_` (as server names are).
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The task's server in one load balancer's view (`<host>_<port>`, or with its IP).
 pub(super) fn find<'v>(view: &'v HashMap<String, Server>, task: &Value) -> Option<&'v Server> {
-    let host = clean(task.get("host").and_then(Value::as_str).unwrap_or(""));
+    let host = clean_name(task.get("host").and_then(Value::as_str).unwrap_or(""));
     let port = task.pointer("/ports/0").and_then(Value::as_u64)?;
     let mut names = vec![format!("{host}_{port}")];
     for ip in task
@@ -456,8 +444,8 @@ pub(super) fn find<'v>(view: &'v HashMap<String, Server>, task: &Value) -> Optio
         .flatten()
         .filter_map(|a| a.get("ipAddress").and_then(Value::as_str))
     {
-        names.push(format!("{}_{port}", clean(ip)));
-        names.push(format!("{host}_{}_{port}", clean(ip)));
+        names.push(format!("{}_{port}", clean_name(ip)));
+        names.push(format!("{host}_{}_{port}", clean_name(ip)));
     }
     names.iter().find_map(|n| view.get(n))
 }

@@ -35,7 +35,10 @@
 //! - [`container`]: the original image's `run` conventions (`sse`/`poll` first, certificates
 //!   from `HAPROXY_SSL_CERT*`, `$MESOS_SANDBOX/templates`), so the binary is the entrypoint.
 //! - [`reconcile`]: the live loop: triggers (events, polls, file changes, signals) coalesced
-//!   into passes, failures retried with backoff, status published.
+//!   into passes, failures retried with backoff, status published. Its incremental live model
+//!   keeps each app's JSON and applies events to it; a pass then gets the apps one by one
+//!   ([`run::Apps::Each`]) and models again only those whose JSON changed
+//!   ([`model::ModelCache`]).
 //! - [`status`]: the state the loop publishes (services, left-out apps, recent applies,
 //!   Marathon), read by the admin server and the metrics.
 //! - [`admin`]: the admin HTTP server (`--admin-addr`): the dashboard, the state API, health,

@@ -41,8 +41,6 @@ pub struct Outcome {
     pub applied: Applied,
     /// Why a Runtime API update was not used: the reload of [`Outcome::applied`] replaced it.
     pub runtime_failure: Option<RuntimeFailure>,
-    /// Load-balanced services (backends) in the rendered config.
-    pub apps: usize,
     /// Apps left out for invalid input (live mode; one-shot fails instead).
     pub left_out: Vec<LeftOut>,
     /// Apps HAProxy rejected, when the config was checked in this pass.
@@ -116,7 +114,6 @@ pub async fn run_fetched(
     let mut outcome = Outcome {
         applied: Applied::Unchanged,
         runtime_failure: None,
-        apps: count_apps(&built.rendered.config),
         left_out: std::mem::take(&mut built.left_out),
         rejected: None,
         fetch,
@@ -207,9 +204,4 @@ async fn unchanged(target: &mut impl Target) -> Result<Applied, Error> {
         Some(retried) => Ok(retried?),
         None => Ok(Applied::Unchanged),
     }
-}
-
-/// Backends in a config text, as a cheap count of load-balanced services for status.
-fn count_apps(config: &str) -> usize {
-    config.lines().filter(|l| l.starts_with("backend ")).count()
 }

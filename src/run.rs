@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::haproxy::{self, isolate, target, ApplyError, ValidateError, Validated};
 use crate::marathon::types;
-use crate::model::invalid::{LeftOut, PortHolders};
+use crate::model::invalid::{LeftOut, PortClaims};
 use crate::model::{self, network::Resolver, HealthMemory};
 pub use crate::pass::source::{read_apps_file, FetchError};
 use crate::render::{self, Rendered};
@@ -63,15 +63,17 @@ pub struct Memory {
     pub health: HealthMemory,
     /// Which app bound each service port in the last rendered config (live mode): the holder
     /// keeps its port against a newcomer.
-    pub port_holders: PortHolders,
+    pub port_claims: PortClaims,
     /// The services of the last rendered config (live mode): an app whose new definition is
     /// invalid keeps serving these.
-    pub previous: Arc<Vec<model::Service>>,
+    pub previous: Arc<Vec<Arc<model::Service>>>,
     /// The last render's parts (live mode): a pass renders again only what changed.
     pub incremental: render::Incremental,
     /// Each app's last model result (live mode, [`Apps::Each`]): a pass models again only
     /// the apps whose JSON changed.
     pub model: model::ModelCache,
+    /// The last live pass's service order: reused while the services keep their keys.
+    pub order: model::Order,
 }
 
 /// Parses, models and renders an apps body. Pass the body by value to free it early.
@@ -94,10 +96,11 @@ impl Default for Memory {
         Self {
             resolver: Resolver::new(dns_ipv4),
             health: HealthMemory::default(),
-            port_holders: PortHolders::default(),
+            port_claims: PortClaims::default(),
             previous: Arc::default(),
             incremental: render::Incremental::default(),
             model: model::ModelCache::default(),
+            order: model::Order::default(),
         }
     }
 }
@@ -166,6 +169,7 @@ fn model_each(
         resolver,
         health,
         model: cache,
+        order,
         ..
     } = memory;
     let mut builder = model::Builder::new(&config.model, resolver, health);
@@ -185,11 +189,11 @@ fn model_each(
         modeled = reuse.modeled,
         "modeled the live model's apps"
     );
-    builder.finish_all().map_err(Parsed::Model)
+    builder.finish_ordered(order).map_err(Parsed::Model)
 }
 
 /// Services modeled from a body, and the apps left out (live mode).
-type Modeled = (Vec<model::Service>, Vec<LeftOut>);
+type Modeled = (Vec<Arc<model::Service>>, Vec<LeftOut>);
 
 /// Parses the body on a second thread and models each app as it arrives: the two steps
 /// overlap, and the parsed apps are dropped one by one instead of all being held at once.
@@ -257,7 +261,7 @@ fn undecodable(e: &types::AppError) -> LeftOut {
 #[derive(Debug)]
 pub struct Built {
     /// The load-balanced services, sorted (shared with the pass memory in live mode).
-    pub services: Arc<Vec<model::Service>>,
+    pub services: Arc<Vec<Arc<model::Service>>>,
     /// Their config and maps.
     pub rendered: Rendered,
     /// Apps (or service ports) left out for invalid input (live mode only; one-shot fails).
@@ -392,7 +396,7 @@ pub fn check(built: Built, config: &Config, templates: &Templates) -> Result<Che
             ..nothing_left_out(output.validated)
         });
     }
-    let render = |subset: &[model::Service]| render::render(subset, templates, &config.render);
+    let render = |subset: &[Arc<model::Service>]| render::render(subset, templates, &config.render);
     let isolation = isolate::isolate_rendered(&built.services, built.rendered, render, validate)
         .map_err(|e| match e {
             isolate::Error::Render(e) => Error::Render(e),

@@ -52,7 +52,7 @@ fn render(case: &Path) -> Result<Vec<(&'static str, String)>, String> {
         &mut Memory::default(),
     )
     .map_err(|e| e.to_string())?;
-    let mut files = vec![("expected.cfg", rendered.config)];
+    let mut files = vec![("expected.cfg", rendered.config.to_string())];
     if config.output.map {
         files.push(("domain2backend.map", rendered.domain_map));
         files.push(("app2backend.map", rendered.app_map));

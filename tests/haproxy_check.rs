@@ -56,14 +56,14 @@ impl Sandbox {
             &mut Memory::default(),
         )
         .unwrap();
-        rendered.config = common::with_fixture_certs(&rendered.config);
+        rendered.config = common::with_fixture_certs(&rendered.config).into();
         (rendered, config)
     }
 
     fn validate(&self, rendered: Rendered, config: &Config) -> Result<String, ValidateError> {
         let output = &config.output;
         haproxy::validate(rendered, &output.paths, output.map, "haproxy")
-            .map(|v| v.rendered().config.clone())
+            .map(|v| v.rendered().config.to_string())
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 use std::cell::Cell;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
@@ -49,7 +50,7 @@ impl Sandbox {
         }
     }
 
-    fn services(&self, body: &[u8]) -> Vec<Service> {
+    fn services(&self, body: &[u8]) -> Vec<Arc<Service>> {
         let apps = AppsBody::parse(body).unwrap().apps;
         model::build(
             apps,
@@ -61,9 +62,9 @@ impl Sandbox {
     }
 
     /// Renders, pointing every `crt` at the fixture certificate (the only one the tests have).
-    fn render(&self, services: &[Service]) -> Result<Rendered, render::Error> {
+    fn render(&self, services: &[Arc<Service>]) -> Result<Rendered, render::Error> {
         let mut rendered = render::render(services, &self.templates, &self.config.render)?;
-        rendered.config = common::with_fixture_certs(&rendered.config);
+        rendered.config = common::with_fixture_certs(&rendered.config).into();
         Ok(rendered)
     }
 
@@ -73,11 +74,11 @@ impl Sandbox {
         haproxy::validate_verbose(rendered, &output.paths, output.map, "haproxy")
     }
 
-    fn isolate(&self, services: &[Service]) -> Isolation {
+    fn isolate(&self, services: &[Arc<Service>]) -> Isolation {
         isolate::isolate(services, |s| self.render(s), |r| self.validate(r)).unwrap()
     }
 
-    fn bisect(&self, services: &[Service]) -> Isolation {
+    fn bisect(&self, services: &[Arc<Service>]) -> Isolation {
         isolate::isolate_by_bisection(services, |s| self.render(s), |r| self.validate(r)).unwrap()
     }
 }

@@ -86,8 +86,8 @@ impl Lb {
             &templates,
             &mut memory,
         )
+        .map(|r| std::sync::Arc::unwrap_or_clone(r.config))
         .unwrap()
-        .config
     }
 
     /// Waits until the config on disk is `want`, or fails with a diff and the log.

@@ -28,7 +28,7 @@ fn churn(apps: usize, versions: usize) -> Vec<String> {
 
 /// The services of one body; every fifth version gets one app's vhost changed, so definition
 /// changes are part of the stream too.
-fn services(body: &str, version: usize) -> Vec<Service> {
+fn services(body: &str, version: usize) -> Vec<Arc<Service>> {
     let mut value: serde_json::Value = serde_json::from_str(body).unwrap();
     if version % 5 == 4 {
         let apps = value["apps"].as_array_mut().unwrap();

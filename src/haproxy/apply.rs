@@ -123,6 +123,11 @@ fn write_err(path: &Path, error: std::io::Error) -> ApplyError {
     }
 }
 
+/// Writes `content` to a temp file beside `path` and renames it over `path`: HAProxy sees the
+/// old file or the new one, never a part. The data is flushed to the disk after the rename, on
+/// another thread: the config is visible at once (a 10 MB flush takes milliseconds the next
+/// event should not wait for), durable soon after, and derived state anyway (every start
+/// renders it again from Marathon; ext4 also orders a replacing rename after its data).
 fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -138,8 +143,19 @@ fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
             std::fs::Permissions::from_mode(0o644)
         });
     std::fs::set_permissions(temp.path(), perms).map_err(|e| write_err(path, e))?;
-    temp.as_file().sync_all().map_err(|e| write_err(path, e))?;
-    temp.persist(path).map_err(|e| write_err(path, e.error))?;
+    let file = temp.persist(path).map_err(|e| write_err(path, e.error))?;
+    let shown = path.display().to_string();
+    let flush = move || {
+        if let Err(error) = file.sync_all() {
+            tracing::warn!(path = shown, %error, "could not flush the written file to disk");
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("flush".into())
+        .spawn(flush)
+    {
+        tracing::warn!(error = %e, "no thread to flush the written file; it is flushed by the system");
+    }
     Ok(())
 }
 

@@ -14,6 +14,34 @@ pub struct CommandReload {
     metrics: Metrics,
     /// The last reload command failed after its config was written: retried next pass.
     reload_pending: bool,
+    /// What this process last wrote, and the files' stamps right after.
+    written: Option<Written>,
+}
+
+/// The last config (and maps) written: while the files on disk still carry the stamps they
+/// had after the write, a new config is compared with this copy in memory instead of reading
+/// 10 MB back from disk on every pass.
+struct Written {
+    rendered: Rendered,
+    stamps: [Option<Stamp>; 3],
+}
+
+/// What tells a file replaced or edited since: inode, modification time, size.
+type Stamp = (u64, i64, i64, u64);
+
+/// The stamps of the config and the two map files.
+fn stamps(output: &Output) -> [Option<Stamp>; 3] {
+    use std::os::unix::fs::MetadataExt;
+    let paths = &output.paths;
+    let stamp = |path: &std::path::Path| {
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    };
+    [
+        stamp(&paths.config),
+        stamp(&paths.domain_map()),
+        stamp(&paths.app_map()),
+    ]
 }
 
 impl CommandReload {
@@ -24,6 +52,7 @@ impl CommandReload {
             command: config.apply.command().map(str::to_owned),
             metrics,
             reload_pending: false,
+            written: None,
         }
     }
 
@@ -46,7 +75,21 @@ impl CommandReload {
 
 impl Target for CommandReload {
     fn plan(&self, next: &Rendered) -> Step {
-        if super::changed(next, &self.output.paths, self.output.map) {
+        let unchanged_on_disk = self
+            .written
+            .as_ref()
+            .filter(|w| w.stamps == stamps(&self.output))
+            .map(|w| &w.rendered);
+        let changed = match unchanged_on_disk {
+            Some(written) => {
+                written.config != next.config
+                    || (self.output.map
+                        && (written.domain_map != next.domain_map
+                            || written.app_map != next.app_map))
+            }
+            None => super::changed(next, &self.output.paths, self.output.map),
+        };
+        if changed {
             Step::Reload {
                 reason: ReloadReason::ConfigChange,
                 changes: "new config".to_owned(),
@@ -70,8 +113,12 @@ impl Target for CommandReload {
         validated: Validated,
         _reason: ReloadReason,
     ) -> Result<Applied, Error> {
+        self.written = None;
         super::target::write(&self.output, &validated)?;
-        drop(validated);
+        self.written = Some(Written {
+            rendered: validated.into_rendered(),
+            stamps: stamps(&self.output),
+        });
         tracing::info!(config = %self.output.paths.config.display(), "wrote new config");
         let Some(command) = self.command.clone() else {
             tracing::warn!("no --command given: HAProxy was not reloaded");

@@ -20,6 +20,7 @@
 mod attribute;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::{ValidateError, ValidateOutput, Validated};
 use crate::model::labels::port_label;
@@ -56,7 +57,7 @@ pub struct AppWarning {
 #[derive(Debug, Clone)]
 pub struct Isolation {
     /// The services of the kept apps, in input order.
-    pub kept: Vec<Service>,
+    pub kept: Vec<Arc<Service>>,
     /// The apps left out, in the order they were found.
     pub rejected: Vec<RejectedApp>,
     /// Warnings about sections of kept apps.
@@ -94,9 +95,9 @@ pub enum Error {
 /// # Errors
 /// [`Error::Render`] when a subset cannot be rendered, [`Error::Check`] when HAProxy cannot
 /// run, [`Error::Global`] when even the config without apps is rejected.
-pub fn isolate<R, V>(services: &[Service], render: R, validate: V) -> Result<Isolation, Error>
+pub fn isolate<R, V>(services: &[Arc<Service>], render: R, validate: V) -> Result<Isolation, Error>
 where
-    R: Fn(&[Service]) -> Result<Rendered, render::Error>,
+    R: Fn(&[Arc<Service>]) -> Result<Rendered, render::Error>,
     V: Fn(&Rendered) -> Result<ValidateOutput, ValidateError>,
 {
     Search::new(services, render, validate).run(None, true)
@@ -108,13 +109,13 @@ where
 /// # Errors
 /// As [`isolate`].
 pub fn isolate_rendered<R, V>(
-    services: &[Service],
+    services: &[Arc<Service>],
     full: Rendered,
     render: R,
     validate: V,
 ) -> Result<Isolation, Error>
 where
-    R: Fn(&[Service]) -> Result<Rendered, render::Error>,
+    R: Fn(&[Arc<Service>]) -> Result<Rendered, render::Error>,
     V: Fn(&Rendered) -> Result<ValidateOutput, ValidateError>,
 {
     Search::new(services, render, validate).run(Some(full), true)
@@ -125,12 +126,12 @@ where
 /// # Errors
 /// As [`isolate`].
 pub fn isolate_by_bisection<R, V>(
-    services: &[Service],
+    services: &[Arc<Service>],
     render: R,
     validate: V,
 ) -> Result<Isolation, Error>
 where
-    R: Fn(&[Service]) -> Result<Rendered, render::Error>,
+    R: Fn(&[Arc<Service>]) -> Result<Rendered, render::Error>,
     V: Fn(&Rendered) -> Result<ValidateOutput, ValidateError>,
 {
     Search::new(services, render, validate).run(None, false)
@@ -151,7 +152,7 @@ enum Verdict {
 
 /// The state of one isolation.
 struct Search<'s, R, V> {
-    services: &'s [Service],
+    services: &'s [Arc<Service>],
     /// App -> its service indexes, apps in order of first service.
     apps: Vec<Vec<usize>>,
     /// Service -> its app.
@@ -164,10 +165,10 @@ struct Search<'s, R, V> {
 
 impl<'s, R, V> Search<'s, R, V>
 where
-    R: Fn(&[Service]) -> Result<Rendered, render::Error>,
+    R: Fn(&[Arc<Service>]) -> Result<Rendered, render::Error>,
     V: Fn(&Rendered) -> Result<ValidateOutput, ValidateError>,
 {
-    fn new(services: &'s [Service], render: R, validate: V) -> Self {
+    fn new(services: &'s [Arc<Service>], render: R, validate: V) -> Self {
         let mut apps: Vec<Vec<usize>> = Vec::new();
         let mut by_id: HashMap<&str, usize> = HashMap::new();
         let mut app_of = Vec::with_capacity(services.len());
@@ -250,7 +251,7 @@ where
     }
 
     /// The services of `apps`, in input order.
-    fn subset(&self, apps: &[usize]) -> Vec<Service> {
+    fn subset(&self, apps: &[usize]) -> Vec<Arc<Service>> {
         let mut indexes: Vec<usize> = apps.iter().flat_map(|&a| self.apps[a].clone()).collect();
         indexes.sort_unstable();
         indexes.iter().map(|&i| self.services[i].clone()).collect()
@@ -262,7 +263,7 @@ where
         indexes.sort_unstable();
         indexes
             .into_iter()
-            .map(|i| (i, &self.services[i]))
+            .map(|i| (i, &*self.services[i]))
             .collect()
     }
 

@@ -252,7 +252,7 @@ impl Target for Managed {
         }
         let text = std::fs::read_to_string(&paths.config).unwrap_or_default();
         let next = Rendered {
-            config: text,
+            config: text.into(),
             domain_map: String::new(),
             app_map: String::new(),
             incremental: None,
@@ -284,7 +284,7 @@ impl Target for Managed {
         };
         match self.start_process(&text).await {
             Ok(()) => self.served.serves(Rendered {
-                config: text,
+                config: text.into(),
                 domain_map,
                 app_map,
                 incremental: None,

@@ -110,7 +110,7 @@ fn run_check(
         error,
     };
     let dir = tempfile::tempdir().map_err(run_err)?;
-    let mut config = rendered.config.clone();
+    let mut config = std::borrow::Cow::Borrowed(rendered.config.as_str());
     // (temp path, name shown in messages)
     let mut renames = Vec::new();
     if map_mode {
@@ -122,12 +122,13 @@ fn run_check(
         let app = app.to_string_lossy().into_owned();
         config = config
             .replace(&paths.domain_map_ref(), &domain)
-            .replace(&paths.app_map_ref(), &app);
+            .replace(&paths.app_map_ref(), &app)
+            .into();
         renames.push((domain, "domain2backend.map"));
         renames.push((app, "app2backend.map"));
     }
     let candidate = dir.path().join("haproxy.cfg");
-    std::fs::write(&candidate, &config).map_err(run_err)?;
+    std::fs::write(&candidate, config.as_bytes()).map_err(run_err)?;
     let output = check(binary, &candidate)?;
     renames.push((candidate.to_string_lossy().into_owned(), "haproxy.cfg"));
     let mut text = format!(

@@ -9,7 +9,9 @@
 //! deployment group (merged with their pair) and apps given service ports from the IP-per-task
 //! range (the ports already handed out in this pass decide theirs).
 
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::invalid::LeftOut;
 use super::{deployment, Builder, Service};
@@ -18,7 +20,9 @@ use crate::marathon::types::App;
 /// Per-app model results by app id; see the module docs.
 #[derive(Debug, Default)]
 pub struct ModelCache {
-    apps: HashMap<String, Entry>,
+    /// By app id. Fx hashing: 10,000 lookups a pass, of keys that come from Marathon (whoever
+    /// may deploy apps), not from the network.
+    apps: FxHashMap<String, Entry>,
     /// The pass being modeled (entries not seen in a pass are dropped at its end).
     pass: u64,
     /// Apps reused and modeled in the last pass.
@@ -43,7 +47,7 @@ struct Entry {
 
 #[derive(Debug)]
 enum Outcome {
-    Services(Vec<Service>),
+    Services(Vec<Arc<Service>>),
     LeftOut(LeftOut),
 }
 

@@ -13,6 +13,7 @@
 //! already binds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{labels, Error, Service};
 use crate::marathon::types::{App, Task};
@@ -114,35 +115,104 @@ pub fn task_fields_ok(app: &App, task: &Task) -> bool {
 /// Which app binds each service port: kept between live passes so the holder keeps its port.
 pub type PortHolders = HashMap<i64, String>;
 
+/// [`resolve_port_conflicts`] across live passes: the holders, and the last resolution.
+/// The outcome depends only on each service's claim (app, port, address, whether it is
+/// bound at all) and the holders; when both are as last time, the last outcome is reused
+/// instead of resolving 10,000 ports again (a task change alters no claim).
+#[derive(Debug, Default)]
+pub struct PortClaims {
+    holders: PortHolders,
+    /// The last pass's services, which of them were left out, and the reports.
+    last: Vec<Arc<Service>>,
+    dropped: Vec<bool>,
+    left_out: Vec<LeftOut>,
+    /// Whether the last resolution handed the ports to the holders it was given.
+    settled: bool,
+}
+
+impl PortClaims {
+    /// [`resolve_port_conflicts`] with the holders of the last pass: the kept services, and
+    /// the services left out.
+    pub fn resolve(
+        &mut self,
+        services: Vec<Arc<Service>>,
+        selected: impl Fn(&Service) -> bool,
+        reserved: &[(i64, &str)],
+    ) -> (Vec<Arc<Service>>, Vec<LeftOut>) {
+        let same_claims = self.settled
+            && self.last.len() == services.len()
+            && self.last.iter().zip(&services).all(|(a, b)| {
+                Arc::ptr_eq(a, b)
+                    || (a.app_id == b.app_id
+                        && a.service_port == b.service_port
+                        && a.bind_addr == b.bind_addr
+                        && selected(a) == selected(b))
+            });
+        if !same_claims {
+            let (dropped, left_out, holders) =
+                conflicts(&services, &self.holders, &selected, reserved);
+            self.settled = holders == self.holders;
+            (self.holders, self.dropped, self.left_out) = (holders, dropped, left_out);
+        }
+        let kept = services
+            .iter()
+            .zip(&self.dropped)
+            .filter_map(|(s, &d)| (!d).then(|| s.clone()))
+            .collect();
+        self.last = services;
+        (kept, self.left_out.clone())
+    }
+}
+
 /// Leaves out every service whose port another app's service already binds (same address, or
 /// either on all addresses). The previous holder of a port keeps it; with none, the lowest
 /// app id does. `selected` tells which services the config binds at all (group, enabled);
 /// `reserved` are ports of the shared frontends (`marathon_http_in` on 80, ...).
 /// Returns the kept services (in their order), what was left out, and the new holders.
 pub fn resolve_port_conflicts(
-    services: Vec<Service>,
+    services: Vec<Arc<Service>>,
     previous: &PortHolders,
     selected: impl Fn(&Service) -> bool,
     reserved: &[(i64, &str)],
-) -> (Vec<Service>, Vec<LeftOut>, PortHolders) {
-    // Claimants per port, the previous holder's services first, then by app id (the
-    // services arrive sorted by app id).
-    let mut by_port: HashMap<i64, Vec<usize>> = HashMap::new();
-    for (i, service) in services.iter().enumerate() {
-        if selected(service) {
-            by_port.entry(service.service_port).or_default().push(i);
-        }
-    }
-    let mut drop = vec![false; services.len()];
+) -> (Vec<Arc<Service>>, Vec<LeftOut>, PortHolders) {
+    let (dropped, left_out, holders) = conflicts(&services, previous, selected, reserved);
+    let kept = services
+        .into_iter()
+        .zip(dropped)
+        .filter_map(|(s, d)| (!d).then_some(s))
+        .collect();
+    (kept, left_out, holders)
+}
+
+/// [`resolve_port_conflicts`]: which services are left out (by index), the reports, and the
+/// new holders.
+fn conflicts(
+    services: &[Arc<Service>],
+    previous: &PortHolders,
+    selected: impl Fn(&Service) -> bool,
+    reserved: &[(i64, &str)],
+) -> (Vec<bool>, Vec<LeftOut>, PortHolders) {
+    // Claims by port, the previous holder's services first, then by app id (the services
+    // arrive sorted by app id): one sort instead of a list per port.
+    let mut claims: Vec<(i64, bool, usize)> = services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| selected(s))
+        .map(|(i, s)| {
+            let port = s.service_port;
+            (port, previous.get(&port) != Some(&s.app_id), i)
+        })
+        .collect();
+    claims.sort_unstable();
+    let mut dropped = vec![false; services.len()];
     let mut left_out = Vec::new();
-    let mut holders = PortHolders::new();
-    for (port, mut claimants) in by_port {
-        let holder = previous.get(&port);
-        claimants.sort_by_key(|&i| Some(&services[i].app_id) != holder);
+    let mut holders = PortHolders::with_capacity(previous.len().max(claims.len() / 2));
+    for claimants in claims.chunk_by(|a, b| a.0 == b.0) {
+        let port = claimants[0].0;
+        let shared = reserved.iter().find(|(p, _)| *p == port).map(|(_, f)| *f);
         let mut kept: Vec<usize> = Vec::new();
-        for i in claimants {
+        for &(_, _, i) in claimants {
             let service = &services[i];
-            let shared = reserved.iter().find(|(p, _)| *p == port).map(|(_, f)| *f);
             let clash = kept.iter().find(|&&k| {
                 services[k].app_id != service.app_id
                     && overlaps(&services[k].bind_addr, &service.bind_addr)
@@ -158,17 +228,12 @@ pub fn resolve_port_conflicts(
                     continue;
                 }
             };
-            drop[i] = true;
+            dropped[i] = true;
             left_out.push(conflict(service, &by));
         }
     }
-    let kept = services
-        .into_iter()
-        .zip(drop)
-        .filter_map(|(s, d)| (!d).then_some(s))
-        .collect();
     left_out.sort_by(|a, b| a.app_id.cmp(&b.app_id));
-    (kept, left_out, holders)
+    (dropped, left_out, holders)
 }
 
 fn conflict(service: &Service, by: &str) -> LeftOut {

@@ -3,7 +3,9 @@
 //! Data flow position: after `marathon::types`, before `render`. Pure: no I/O except the
 //! (cached) host-name resolution of task agents. Each app service port with at least one
 //! routable task becomes a [`Service`] carrying its label settings and backends, sorted by
-//! `(app id, service port)` as the config lists them.
+//! `(app id, service port)` as the config lists them. Services are shared ([`Arc`]): the live
+//! loop's model cache, render and status hold the same ones, and an unchanged service is
+//! recognised by its pointer.
 
 mod cache;
 pub mod deployment;
@@ -16,6 +18,7 @@ pub use cache::{ModelCache, Reuse};
 pub use kinds::{Balance, HealthCheck, ProxyMode};
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::marathon::types::{self, App, Task};
 use crate::templates::{Name, Template};
@@ -229,7 +232,7 @@ pub fn build(
     options: &Options,
     resolver: &mut Resolver,
     health: &mut HealthMemory,
-) -> Result<Vec<Service>, Error> {
+) -> Result<Vec<Arc<Service>>, Error> {
     let mut builder = Builder::new(options, resolver, health);
     for app in apps {
         builder.push(app);
@@ -245,7 +248,7 @@ pub struct Builder<'r, 'a> {
     health: &'r mut HealthMemory,
     assigner: PortAssigner,
     groups: deployment::Groups<'a>,
-    services: Vec<Service>,
+    services: Vec<Arc<Service>>,
     /// The first invalid label; apps after it are not modeled (the run fails anyway).
     label_error: Option<Error>,
     /// Apps left out (only with [`Options::leave_out_invalid`]).
@@ -289,7 +292,7 @@ impl<'r, 'a> Builder<'r, 'a> {
     ///
     /// # Errors
     /// A failed deployment group merge first, else the first invalid label.
-    pub fn finish(self) -> Result<Vec<Service>, Error> {
+    pub fn finish(self) -> Result<Vec<Arc<Service>>, Error> {
         self.finish_all().map(|(services, _)| services)
     }
 
@@ -297,7 +300,26 @@ impl<'r, 'a> Builder<'r, 'a> {
     ///
     /// # Errors
     /// As [`Builder::finish`]; never with [`Options::leave_out_invalid`].
-    pub fn finish_all(mut self) -> Result<(Vec<Service>, Vec<invalid::LeftOut>), Error> {
+    pub fn finish_all(self) -> Result<(Vec<Arc<Service>>, Vec<invalid::LeftOut>), Error> {
+        let (services, left_out) = self.finish_unsorted()?;
+        // Stable: equal keys keep Marathon's order, as the original's sort does.
+        Ok((sorted_by_app_and_port(services), left_out))
+    }
+
+    /// [`Builder::finish_all`], sorting through `order`, which remembers the last pass's
+    /// order: when the services come in the same order as then, it is reused, not sorted again.
+    ///
+    /// # Errors
+    /// As [`Builder::finish`]; never with [`Options::leave_out_invalid`].
+    pub fn finish_ordered(
+        self,
+        order: &mut Order,
+    ) -> Result<(Vec<Arc<Service>>, Vec<invalid::LeftOut>), Error> {
+        let (services, left_out) = self.finish_unsorted()?;
+        Ok((order.sort(services), left_out))
+    }
+
+    fn finish_unsorted(mut self) -> Result<(Vec<Arc<Service>>, Vec<invalid::LeftOut>), Error> {
         let groups = std::mem::take(&mut self.groups);
         let prepared = if self.options.leave_out_invalid {
             let (prepared, failed) = groups.finish_each();
@@ -312,8 +334,7 @@ impl<'r, 'a> Builder<'r, 'a> {
         if let Some(e) = self.label_error {
             return Err(e);
         }
-        // Stable: equal keys keep Marathon's order, as the original's sort does.
-        Ok((sorted_by_app_and_port(self.services), self.left_out))
+        Ok((self.services, self.left_out))
     }
 
     fn model(&mut self, prepared: &deployment::Prepared) {
@@ -334,39 +355,56 @@ impl<'r, 'a> Builder<'r, 'a> {
             self.resolver,
             self.health,
         ) {
-            Ok(services) => self.services.extend(services),
+            Ok(services) => self.services.extend(services.into_iter().map(Arc::new)),
             Err(e) if self.options.leave_out_invalid => self.left_out.push(e.left_out()),
             Err(e) => self.label_error = Some(e),
         }
     }
 }
 
-/// Sorts services by `(app id, service port)`, stably. Sorts indices rather than the
-/// services themselves, which are large (moving them in a sort costs more than the compares).
-fn sorted_by_app_and_port(services: Vec<Service>) -> Vec<Service> {
-    let mut keys: Vec<(&str, i64, usize)> = services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.app_id.as_str(), s.service_port, i))
-        .collect();
-    keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let mut order: Vec<usize> = keys.into_iter().map(|k| k.2).collect();
-    let mut services = services;
-    // Apply the permutation in place, cycle by cycle: no second copy of the services.
-    // `order[i]` is the index of the service that belongs at `i`; a done slot has order[i] == i.
-    for start in 0..order.len() {
-        let mut current = start;
-        while order[current] != current {
-            let next = order[current];
-            order[current] = current;
-            if next == start {
-                break;
-            }
-            services.swap(current, next);
-            current = next;
-        }
-    }
+/// Sorts services by `(app id, service port)`, stably (only pointers move).
+fn sorted_by_app_and_port(mut services: Vec<Arc<Service>>) -> Vec<Arc<Service>> {
+    services.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     services
+}
+
+fn sort_key(service: &Service) -> (&str, i64) {
+    (service.app_id.as_str(), service.service_port)
+}
+
+/// The last pass's service order (live mode): a pass whose services arrive with the same
+/// keys in the same order as last time (the usual case: one app's tasks changed) takes the
+/// same permutation instead of sorting 10,000 app ids again.
+#[derive(Debug, Default)]
+pub struct Order {
+    /// The unsorted services of the last pass.
+    last: Vec<Arc<Service>>,
+    /// `last[permutation[i]]` is the i-th service in sorted order.
+    permutation: Vec<usize>,
+}
+
+impl Order {
+    /// `services` sorted as [`Builder::finish_all`] sorts them.
+    pub fn sort(&mut self, services: Vec<Arc<Service>>) -> Vec<Arc<Service>> {
+        let same_keys = self.last.len() == services.len()
+            && self
+                .last
+                .iter()
+                .zip(&services)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || sort_key(a) == sort_key(b));
+        if !same_keys {
+            let mut permutation: Vec<usize> = (0..services.len()).collect();
+            permutation.sort_by(|&a, &b| sort_key(&services[a]).cmp(&sort_key(&services[b])));
+            self.permutation = permutation;
+        }
+        let sorted = self
+            .permutation
+            .iter()
+            .map(|&i| services[i].clone())
+            .collect();
+        self.last = services;
+        sorted
+    }
 }
 
 fn app_services(
@@ -530,7 +568,7 @@ impl HealthMemory {
 
 /// Services grouped by app id: `siblings(i)` are the services of `services[i]`'s app, in
 /// service-port order (used by `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`).
-pub fn sibling_ranges(services: &[Service]) -> Vec<std::ops::Range<usize>> {
+pub fn sibling_ranges(services: &[Arc<Service>]) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::with_capacity(services.len());
     let mut start = 0;
     for i in 1..=services.len() {
@@ -543,7 +581,7 @@ pub fn sibling_ranges(services: &[Service]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Distinct app ids among services (for counting).
-pub fn app_count(services: &[Service]) -> usize {
+pub fn app_count(services: &[Arc<Service>]) -> usize {
     services
         .iter()
         .map(|s| s.app_id.as_str())

@@ -5,6 +5,7 @@
 //! 20,000 in the `#[ignore]`d variant.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 
@@ -84,7 +85,7 @@ fn app(i: usize, labels: &BTreeMap<String, String>) -> App<'static> {
 fn model(
     apps: &[BTreeMap<String, String>],
     live: bool,
-) -> Result<(Vec<Service>, Vec<LeftOut>), Error> {
+) -> Result<(Vec<Arc<Service>>, Vec<LeftOut>), Error> {
     let options = Options {
         leave_out_invalid: live,
         ..Options::default()

@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::marathon::types::AppsBody;
+use std::sync::Arc;
 
-fn build_with(json: &str, options: &Options) -> Vec<Service> {
+fn build_with(json: &str, options: &Options) -> Vec<Arc<Service>> {
     let apps = AppsBody::parse(json.as_bytes()).unwrap().apps;
     build(
         apps,
@@ -14,12 +15,12 @@ fn build_with(json: &str, options: &Options) -> Vec<Service> {
     .unwrap()
 }
 
-fn build_json(json: &str) -> Vec<Service> {
+fn build_json(json: &str) -> Vec<Arc<Service>> {
     build_with(json, &Options::default())
 }
 
 /// `(app id, service port, [ip:port ...])` of each service.
-fn summary(services: &[Service]) -> Vec<(String, i64, Vec<String>)> {
+fn summary(services: &[Arc<Service>]) -> Vec<(String, i64, Vec<String>)> {
     services
         .iter()
         .map(|s| {
@@ -201,7 +202,7 @@ fn strict_mode_needs_enabled_and_enabled_false_always_disables() {
         "labels":{"HAPROXY_1_ENABLED":"true","HAPROXY_2_ENABLED":"false"},
         "tasks":[{"id":"a.1","host":"1.1.1.1","ports":[5,6,7]}]}]}"#;
     let enabled =
-        |services: Vec<Service>| -> Vec<bool> { services.iter().map(|s| s.enabled).collect() };
+        |services: Vec<Arc<Service>>| -> Vec<bool> { services.iter().map(|s| s.enabled).collect() };
     assert_eq!(enabled(build_json(json)), [true, true, false]);
     let strict = Options {
         strict_mode: true,
@@ -222,7 +223,7 @@ fn framework_app_is_skipped_and_apps_without_tasks_have_no_services() {
     };
     let ids: Vec<String> = build_with(json, &options)
         .into_iter()
-        .map(|s| s.app_id)
+        .map(|s| s.app_id.clone())
         .collect();
     assert_eq!(ids, ["/web"]);
     assert_eq!(build_json(json).len(), 2);
@@ -331,17 +332,17 @@ mod sort_tests {
             ("/c", 0, 4),
             ("/a", 1, 5),
         ];
-        let services: Vec<Service> = input
+        let services: Vec<Arc<Service>> = input
             .iter()
             .map(|(id, port, tag)| {
                 let mut s = Service::new(id.to_string(), *port, None, false);
                 s.backend_weight = *tag;
-                s
+                Arc::new(s)
             })
             .collect();
         let sorted: Vec<(String, i64, i64)> = sorted_by_app_and_port(services)
             .into_iter()
-            .map(|s| (s.app_id, s.service_port, s.backend_weight))
+            .map(|s| (s.app_id.clone(), s.service_port, s.backend_weight))
             .collect();
         let want = [
             ("/a", 1, 5),

@@ -14,14 +14,13 @@
 //! the same parts, and the parts are joined in the same order (`tests/properties` checks it on
 //! random service sets and random changes). An error is always that of a full render.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::service::Sections;
 use super::{Error, Options, Rendered, Renderer};
-use crate::model::{sibling_ranges, Service};
+use crate::model::Service;
 use crate::templates::Templates;
 
 /// Renders apps again only when their inputs changed; see the module docs.
@@ -77,7 +76,7 @@ impl Delta {
 #[derive(Debug)]
 struct State {
     generation: u64,
-    services: Arc<Vec<Service>>,
+    services: Arc<Vec<Arc<Service>>>,
     templates: Templates,
     options: Options,
     /// One entry per app, in service order.
@@ -100,7 +99,7 @@ struct App {
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// The app ranges of sorted services.
-fn app_ranges(services: &[Service]) -> Vec<Range<usize>> {
+fn app_ranges(services: &[Arc<Service>]) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
     let mut start = 0;
     for i in 1..=services.len() {
@@ -110,6 +109,36 @@ fn app_ranges(services: &[Service]) -> Vec<Range<usize>> {
         }
     }
     ranges
+}
+
+/// Whether two apps' services are equal: the same allocations, or equal values.
+fn same_services(a: &[Arc<Service>], b: &[Arc<Service>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+}
+
+/// Whether two services give the shared block the same input: equal but for the fields only
+/// their own backend section reads (tasks, balance, stickiness, health check, network ACL,
+/// proxy paths; and the raw labels, which nothing renders), both or neither having tasks.
+/// The shared block reads, of a selected service: its app id, port, vhost, path, auth,
+/// redirect, bind address and options, certificate, weight, mode and template overrides.
+fn same_shared_inputs(a: &Service, b: &Service) -> bool {
+    if a.backends.is_empty() != b.backends.is_empty() {
+        return false;
+    }
+    let strip = |s: &Service| Service {
+        backends: Vec::new(),
+        balance: a.balance.clone(),
+        sticky: a.sticky,
+        health_check: a.health_check.clone(),
+        healthcheck_port_index: a.healthcheck_port_index,
+        network_allowed: a.network_allowed.clone(),
+        proxypath: a.proxypath.clone(),
+        revproxypath: a.revproxypath.clone(),
+        redirpath: a.redirpath.clone(),
+        labels: Vec::new(),
+        ..s.clone()
+    };
+    strip(a) == strip(b)
 }
 
 /// Whether two services are equal but for their tasks, and both or neither have any.
@@ -138,7 +167,7 @@ impl Incremental {
     /// The [`Error`] a full [`super::render`] of the same input returns.
     pub fn render(
         &mut self,
-        services: &[Service],
+        services: &[Arc<Service>],
         templates: &Templates,
         options: &Options,
     ) -> Result<Rendered, Error> {
@@ -162,7 +191,7 @@ impl Incremental {
             return super::render(services, templates, options);
         };
         let rendered = Rendered {
-            config: state.assemble(renderer.head()?),
+            config: Arc::new(state.assemble(renderer.head()?)),
             domain_map: state.domain_map.clone(),
             app_map: state.app_map.clone(),
             incremental: Some(Arc::new(delta)),
@@ -174,7 +203,7 @@ impl Incremental {
     /// Keeps the last render as the base of the next: `services` must be the ones it
     /// rendered (the same allocation: a `Vec` moved into the `Arc`), else it is dropped and
     /// the next render renders everything.
-    pub fn commit(&mut self, services: &Arc<Vec<Service>>) {
+    pub fn commit(&mut self, services: &Arc<Vec<Arc<Service>>>) {
         self.state = match self.pending.take() {
             Some((mut state, at)) if at == services.as_ptr() as usize => {
                 state.services = services.clone();
@@ -210,11 +239,10 @@ struct Failed;
 
 impl Renderer<'_> {
     /// Renders every part.
-    fn full(&self, services: &[Service]) -> Result<(State, Delta), Failed> {
-        let siblings = sibling_ranges(services);
+    fn full(&self, services: &[Arc<Service>]) -> Result<(State, Delta), Failed> {
         let apps = app_ranges(services)
             .into_iter()
-            .map(|range| self.app(services, &siblings, range))
+            .map(|range| self.app(services, range))
             .collect::<Result<Vec<_>, _>>()?;
         let mut state = self.state(services, apps)?;
         state.generation = GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -228,51 +256,60 @@ impl Renderer<'_> {
     }
 
     /// Renders the apps whose services differ from `base`'s, and the shared block if needed.
-    fn update(&self, mut base: State, services: &[Service]) -> Result<(State, Delta), Failed> {
-        let siblings = sibling_ranges(services);
+    /// Old and new apps are both in app-id order, so one merge walk pairs them; a service
+    /// the model did not touch is the same allocation, so most apps compare by pointer.
+    fn update(&self, mut base: State, services: &[Arc<Service>]) -> Result<(State, Delta), Failed> {
         let old = base.services.clone();
-        let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(base.apps.len());
-        for (i, app) in base.apps.iter().enumerate() {
-            by_id.insert(&old[app.range.start].app_id, i);
-        }
         let mut delta = Delta {
             base: Some(base.generation),
             servers_only: true,
             ..Delta::default()
         };
         let mut apps = Vec::with_capacity(base.apps.len() + 1);
+        // Whether the shared block's inputs are as in `base` (then it is reused).
+        let mut shared_same = true;
+        let mut was_apps = base.apps.iter_mut().peekable();
         for range in app_ranges(services) {
             let app_id = &services[range.start].app_id;
-            let Some(i) = by_id.remove(app_id.as_str()) else {
+            let was = loop {
+                let Some(was) = was_apps.next_if(|w| old[w.range.start].app_id <= *app_id) else {
+                    break None;
+                };
+                match old[was.range.start].app_id == *app_id {
+                    true => break Some(was),
+                    false => delta.removed.push(old[was.range.start].app_id.clone()),
+                }
+            };
+            let Some(was) = was else {
                 delta.added.push(app_id.clone());
-                apps.push(self.app(services, &siblings, range)?);
+                apps.push(self.app(services, range)?);
                 continue;
             };
-            let was = &mut base.apps[i];
             let (before, now) = (&old[was.range.clone()], &services[range.clone()]);
-            if before == now {
+            if same_services(before, now) {
                 let sections = std::mem::take(&mut was.sections);
                 apps.push(App { range, sections });
                 continue;
             }
             delta.changed.push(app_id.clone());
-            delta.servers_only &= before.len() == now.len()
-                && before.iter().zip(now).all(|(a, b)| same_but_servers(a, b));
-            let app = self.app(services, &siblings, range)?;
+            let pairs = || before.iter().zip(now);
+            let same_ports = before.len() == now.len();
+            delta.servers_only &= same_ports && pairs().all(|(a, b)| same_but_servers(a, b));
+            shared_same &= same_ports && pairs().all(|(a, b)| same_shared_inputs(a, b));
+            let app = self.app(services, range)?;
             push_sections(&mut delta.before, &was.sections);
             push_sections(&mut delta.after, &app.sections);
             apps.push(app);
         }
-        let mut removed: Vec<usize> = by_id.into_values().collect();
-        removed.sort_unstable();
-        delta.removed = removed
-            .into_iter()
-            .map(|i| old[base.apps[i].range.start].app_id.clone())
-            .collect();
-        delta.servers_only &= delta.added.is_empty() && delta.removed.is_empty();
+        delta
+            .removed
+            .extend(was_apps.map(|w| old[w.range.start].app_id.clone()));
+        let same_apps = delta.added.is_empty() && delta.removed.is_empty();
+        delta.servers_only &= same_apps;
+        shared_same &= same_apps;
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         delta.generation = generation;
-        let mut state = if delta.servers_only {
+        let mut state = if shared_same {
             State {
                 apps,
                 generation,
@@ -291,22 +328,20 @@ impl Renderer<'_> {
         Ok((state, delta))
     }
 
-    /// Renders the sections of one app's services.
-    fn app(
-        &self,
-        services: &[Service],
-        siblings: &[Range<usize>],
-        range: Range<usize>,
-    ) -> Result<App, Failed> {
-        let selected = self.select_in(services, range.clone());
+    /// Renders the sections of one app's services (`range`: its services are each other's
+    /// siblings, and only they are).
+    fn app(&self, services: &[Arc<Service>], range: Range<usize>) -> Result<App, Failed> {
+        let own = &services[range.clone()];
+        let selected = self.select(own);
+        let siblings = vec![0..own.len(); own.len()];
         let sections = self
-            .sections(&selected, services, siblings)
+            .sections(&selected, own, &siblings)
             .map_err(|_| Failed)?;
         Ok(App { range, sections })
     }
 
     /// A state with the shared block rendered from every selected service.
-    fn state(&self, services: &[Service], apps: Vec<App>) -> Result<State, Failed> {
+    fn state(&self, services: &[Arc<Service>], apps: Vec<App>) -> Result<State, Failed> {
         let head_ok = self.head().is_ok();
         let ssl_certs = self.ssl_certs();
         let mut frontends = self.frontend_heads(&ssl_certs).map_err(|_| Failed)?;

@@ -12,6 +12,7 @@ mod vhost;
 pub use incremental::{Delta, Incremental};
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::model::{sibling_ranges, Service};
 use crate::templates::{FormatError, Name, Template, Templates};
@@ -132,8 +133,8 @@ pub struct Maps {
 /// A rendered configuration.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// `haproxy.cfg`.
-    pub config: String,
+    /// `haproxy.cfg`, shared (the status keeps it without a copy of 10 MB).
+    pub config: Arc<String>,
     /// `domain2backend.map` content.
     pub domain_map: String,
     /// `app2backend.map` content.
@@ -149,7 +150,7 @@ pub struct Rendered {
 /// [`Error`] when a template cannot be formatted, the head is outdated, or a health-check
 /// port index is out of range.
 pub fn render(
-    services: &[Service],
+    services: &[Arc<Service>],
     templates: &Templates,
     options: &Options,
 ) -> Result<Rendered, Error> {
@@ -242,7 +243,7 @@ impl Renderer<'_> {
         }
     }
 
-    fn render(&self, services: &[Service]) -> Result<Rendered, Error> {
+    fn render(&self, services: &[Arc<Service>]) -> Result<Rendered, Error> {
         let head = self.head()?;
         let ssl_certs = self.ssl_certs();
         let mut frontends = self.frontend_heads(&ssl_certs)?;
@@ -251,7 +252,7 @@ impl Renderer<'_> {
         self.push_vhost_rules(&mut frontends, &mut shared)?;
         let config = self.assemble(head, parts, &frontends, &mut shared, &ssl_certs)?;
         Ok(Rendered {
-            config,
+            config: Arc::new(config),
             domain_map: shared.rules.maps.domain.text(),
             app_map: shared.rules.maps.app.text(),
             incremental: None,
@@ -259,14 +260,14 @@ impl Renderer<'_> {
     }
 
     /// The services that go into the config, with their backend names and modes.
-    fn select<'s>(&self, services: &'s [Service]) -> Vec<Selected<'s>> {
+    fn select<'s>(&self, services: &'s [Arc<Service>]) -> Vec<Selected<'s>> {
         self.select_in(services, 0..services.len())
     }
 
     /// [`Renderer::select`] of the services in `range` (indexes stay those of `services`).
     fn select_in<'s>(
         &self,
-        services: &'s [Service],
+        services: &'s [Arc<Service>],
         range: std::ops::Range<usize>,
     ) -> Vec<Selected<'s>> {
         let groups = &self.options.groups;
@@ -274,7 +275,7 @@ impl Renderer<'_> {
         services[range]
             .iter()
             .enumerate()
-            .map(|(i, s)| (start + i, s))
+            .map(|(i, s)| (start + i, &**s))
             .filter(|(_, s)| s.in_groups(groups) && s.enabled && !s.backends.is_empty())
             .map(|(index, service)| {
                 let app_path = service
@@ -302,7 +303,7 @@ impl Renderer<'_> {
     /// in service order wins, as in the original's single loop.
     fn render_services(
         &self,
-        services: &[Service],
+        services: &[Arc<Service>],
         selected: &[Selected<'_>],
     ) -> Result<(Vec<Sections>, Shared), Error> {
         let siblings = sibling_ranges(services);

@@ -3,6 +3,7 @@
 //! sibling services), so `render` renders them for many services in parallel.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 
@@ -48,7 +49,7 @@ impl Renderer<'_> {
     pub(super) fn sections(
         &self,
         selected: &[Selected<'_>],
-        services: &[Service],
+        services: &[Arc<Service>],
         siblings: &[std::ops::Range<usize>],
     ) -> Result<Sections, (usize, Error)> {
         let servers: usize = selected.iter().map(|s| s.service.backends.len()).sum();
@@ -68,7 +69,7 @@ impl Renderer<'_> {
         &self,
         out: &mut Sections,
         s: &Selected<'_>,
-        siblings: &[Service],
+        siblings: &[Arc<Service>],
     ) -> Result<(), Error> {
         let (service, backend, mode) = (s.service, s.backend.as_str(), s.mode);
         if let Some(auth) = &service.auth {
@@ -223,7 +224,7 @@ impl Renderer<'_> {
         backends: &mut String,
         service: &Service,
         mode: &str,
-        siblings: &[Service],
+        siblings: &[Arc<Service>],
     ) -> Result<(), Error> {
         let check = service.health_check.as_ref().map(|hc| {
             let protocol = hc.protocol.as_deref().unwrap_or_default();
@@ -304,7 +305,7 @@ impl Renderer<'_> {
         backends: &mut String,
         service: &Service,
         mode: &str,
-        siblings: &[Service],
+        siblings: &[Arc<Service>],
         hc: &HealthCheck,
         tcp: bool,
     ) -> Result<(), Error> {
@@ -349,7 +350,7 @@ impl Renderer<'_> {
     fn health_check_port(
         &self,
         service: &Service,
-        siblings: &[Service],
+        siblings: &[Arc<Service>],
         index: usize,
     ) -> Result<i64, Error> {
         let out_of_range = || Error::HealthCheckPortIndex {

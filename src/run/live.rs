@@ -6,10 +6,11 @@
 //! running app's traffic away. A new invalid app is simply left out. Each is reported.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::{Error, Memory};
 use crate::config::Config;
-use crate::model::invalid::{self, LeftOut};
+use crate::model::invalid::LeftOut;
 use crate::model::{self, Service};
 use crate::render::Rendered;
 use crate::templates::Templates;
@@ -20,7 +21,7 @@ use crate::templates::Templates;
 /// # Errors
 /// [`Error::Render`] for a global render error.
 pub(super) fn keep_and_render(
-    services: &mut Vec<Service>,
+    services: &mut Vec<Arc<Service>>,
     left_out: &mut Vec<LeftOut>,
     config: &Config,
     templates: &Templates,
@@ -35,15 +36,12 @@ pub(super) fn keep_and_render(
         &[]
     };
     let selected = |s: &Service| s.enabled && s.in_groups(&opts.groups);
-    let (kept, conflicts, holders) = invalid::resolve_port_conflicts(
-        std::mem::take(services),
-        &memory.port_holders,
-        selected,
-        reserved,
-    );
+    let (kept, conflicts) =
+        memory
+            .port_claims
+            .resolve(std::mem::take(services), selected, reserved);
     *services = kept;
     left_out.extend(conflicts);
-    memory.port_holders = holders;
     loop {
         let error = match memory
             .incremental
@@ -79,9 +77,9 @@ pub(super) fn keep_and_render(
 
 /// Puts back the previous services of each left-out app that has none now (once per app).
 fn restore_last_good(
-    services: &mut Vec<Service>,
+    services: &mut Vec<Arc<Service>>,
     left_out: &mut [LeftOut],
-    previous: &[Service],
+    previous: &[Arc<Service>],
     restored: &mut HashSet<String>,
 ) {
     let mut changed = false;
@@ -89,7 +87,7 @@ fn restore_last_good(
         if restored.contains(&out.app_id) || services.iter().any(|s| s.app_id == out.app_id) {
             continue;
         }
-        let old: Vec<Service> = previous
+        let old: Vec<Arc<Service>> = previous
             .iter()
             .filter(|s| s.app_id == out.app_id)
             .cloned()
@@ -112,7 +110,7 @@ fn restore_last_good(
 }
 
 /// `HAPROXY_{n}_NAME` from a render error as the app's actual label (`HAPROXY_0_NAME`).
-fn concrete_label(services: &[Service], app_id: &str, label: &str) -> String {
+fn concrete_label(services: &[Arc<Service>], app_id: &str, label: &str) -> String {
     let Some(name) = label.strip_prefix("HAPROXY_{n}_") else {
         return label.to_owned();
     };

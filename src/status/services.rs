@@ -53,7 +53,7 @@ pub struct ServerInfo {
 
 /// The services of `services` that `config` serves (a `backend` section of their name),
 /// with the address their frontend really binds (templates may change it).
-pub fn served(services: &[Service], config: &str) -> Vec<ServiceInfo> {
+pub fn served(services: &[Arc<Service>], config: &str) -> Vec<ServiceInfo> {
     let backends: HashSet<&str> = config
         .lines()
         .filter_map(|l| l.strip_prefix("backend "))
@@ -171,8 +171,8 @@ pub struct Served {
 
 #[derive(Debug)]
 struct Source {
-    services: Arc<Vec<Service>>,
-    config: Arc<str>,
+    services: Arc<Vec<Arc<Service>>>,
+    config: Arc<String>,
     /// Apps left out after the build (HAProxy rejected them): not described.
     left_out: HashSet<String>,
 }
@@ -194,7 +194,7 @@ impl Served {
         Self {
             source: Some(Source {
                 services: built.services.clone(),
-                config: Arc::from(built.rendered.config.as_str()),
+                config: built.rendered.config.clone(),
                 left_out: HashSet::new(),
             }),
             described: OnceLock::new(),

@@ -79,7 +79,7 @@ fn service_and_server_names_are_the_rendered_ones() {
         .rendered
         .config
         .replace("bind *:10001", "bind 127.0.0.1:10001 ssl");
-    assert_ne!(templated, built.rendered.config);
+    assert_ne!(templated, *built.rendered.config);
     let served = services::served(&built.services, &templated);
     assert_eq!(served[0].bind, "127.0.0.1:10001", "the bind line's address");
     assert_eq!(web.servers.len(), 2);

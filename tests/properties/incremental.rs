@@ -209,7 +209,7 @@ fn app_json(app: &AppSpec, index: usize) -> Value {
 }
 
 /// The services of `apps` (duplicate ids: the last one wins, as Marathon cannot hold both).
-pub fn services(apps: &[AppSpec]) -> Vec<Service> {
+pub fn services(apps: &[AppSpec]) -> Vec<Arc<Service>> {
     let mut seen = std::collections::HashSet::new();
     let mut unique: Vec<(usize, &AppSpec)> = apps
         .iter()
@@ -255,7 +255,7 @@ fn snapshot(r: &Rendered) -> Snapshot<'_> {
 /// the delta's plan equals the whole configs' plan against `previous`.
 pub fn same_step(
     incremental: &mut Incremental,
-    services: Vec<Service>,
+    services: Vec<Arc<Service>>,
     previous: Option<&Rendered>,
     templates: &Templates,
     options: &Options,

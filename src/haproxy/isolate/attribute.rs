@@ -265,14 +265,15 @@ fn quoted(message: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
-    fn service(app_id: &str, port: i64) -> Service {
-        Service::new(app_id.into(), port, None, false)
+    fn service(app_id: &str, port: i64) -> Arc<Service> {
+        Arc::new(Service::new(app_id.into(), port, None, false))
     }
 
     fn rendered(config: &str) -> Rendered {
         Rendered {
-            config: config.into(),
+            config: Arc::new(config.into()),
             domain_map: "a.example.com a_1\nb.example.com b_2\n".into(),
             app_map: String::new(),
             incremental: None,
@@ -298,14 +299,14 @@ userlist user_b_2
   user u password p
 ";
 
-    fn services() -> Vec<Service> {
+    fn services() -> Vec<Arc<Service>> {
         vec![service("/a", 1), service("/a", 1), service("/b", 2)]
     }
 
     fn hits(message: &str) -> Vec<usize> {
         let services = services();
         let rendered = rendered(CONFIG);
-        let index = Index::new(services.iter().enumerate(), &rendered);
+        let index = Index::new(services.iter().map(|s| &**s).enumerate(), &rendered);
         index
             .attribute(message)
             .into_iter()
@@ -365,7 +366,7 @@ userlist user_b_2
     fn rule_blocks_of_a_service_in_the_shared_sections_a_message_names() {
         let services = services();
         let rendered = rendered(CONFIG);
-        let index = Index::new(services.iter().enumerate(), &rendered);
+        let index = Index::new(services.iter().map(|s| &**s).enumerate(), &rendered);
         let message =
             "frontend 'marathon_http_in' (haproxy.cfg:3) uses backend 'b_2' (haproxy.cfg:16)";
         assert_eq!(

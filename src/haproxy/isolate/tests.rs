@@ -2,22 +2,23 @@
 //! rejects lines holding `bogus` (pointing at them, or not) and duplicate backend names.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use super::*;
 use crate::haproxy::Validated;
 
 /// A service of app `id` whose backend section holds `extra` (from a label).
-fn service(id: &str, port: i64, extra: Option<&str>) -> Service {
+fn service(id: &str, port: i64, extra: Option<&str>) -> Arc<Service> {
     let mut s = Service::new(id.into(), port, None, false);
     s.labels.push(("HAPROXY_GROUP".into(), "external".into()));
     if let Some(extra) = extra {
         s.labels
             .push(("HAPROXY_0_BACKEND_SERVER_OPTIONS".into(), extra.into()));
     }
-    s
+    Arc::new(s)
 }
 
-fn render(services: &[Service]) -> Result<Rendered, render::Error> {
+fn render(services: &[Arc<Service>]) -> Result<Rendered, render::Error> {
     let mut config = String::from("global\n  maxconn 10\n");
     for s in services {
         config.push_str(&format!("backend {}\n", attribute::backend_name(s)));
@@ -26,7 +27,7 @@ fn render(services: &[Service]) -> Result<Rendered, render::Error> {
         }
     }
     Ok(Rendered {
-        config,
+        config: Arc::new(config),
         domain_map: String::new(),
         app_map: String::new(),
         incremental: None,
@@ -78,7 +79,7 @@ fn fake_haproxy(rendered: &Rendered, with_lines: bool) -> Result<ValidateOutput,
 }
 
 /// `n` good apps `/app-NNNN`, with `bad` replacing some of them.
-fn apps(n: usize, bad: &[(usize, &str)]) -> Vec<Service> {
+fn apps(n: usize, bad: &[(usize, &str)]) -> Vec<Arc<Service>> {
     (0..n)
         .map(|i| {
             let extra = bad.iter().find(|(b, _)| *b == i).map(|(_, e)| *e);
@@ -87,7 +88,7 @@ fn apps(n: usize, bad: &[(usize, &str)]) -> Vec<Service> {
         .collect()
 }
 
-fn run(services: &[Service], with_lines: bool, attribute: bool) -> Result<Isolation, Error> {
+fn run(services: &[Arc<Service>], with_lines: bool, attribute: bool) -> Result<Isolation, Error> {
     let validate = |r: &Rendered| fake_haproxy(r, with_lines);
     if attribute {
         isolate(services, render, validate)
@@ -130,7 +131,7 @@ fn attribution_finds_a_bad_app_in_two_checks() {
 fn an_already_rendered_full_config_is_not_rendered_again() {
     let services = apps(10, &[(4, "bogus-directive 1")]);
     let renders = Cell::new(0);
-    let counting_render = |s: &[Service]| {
+    let counting_render = |s: &[Arc<Service>]| {
         renders.set(renders.get() + 1);
         render(s)
     };
@@ -193,10 +194,10 @@ fn apps_bad_only_together_keep_the_earlier_one() {
 #[test]
 fn a_config_bad_without_any_app_is_an_error() {
     let mut services = apps(10, &[]);
-    services[0].app_id = "/app".into();
-    let render_bad = |s: &[Service]| {
+    Arc::make_mut(&mut services[0]).app_id = "/app".into();
+    let render_bad = |s: &[Arc<Service>]| {
         render(s).map(|mut r| {
-            r.config.push_str("  global-bug\n");
+            Arc::make_mut(&mut r.config).push_str("  global-bug\n");
             r
         })
     };

@@ -3,6 +3,7 @@
 use super::*;
 use crate::marathon::types::AppsBody;
 use crate::model::{network::Resolver, Builder, HealthMemory, Options};
+use std::sync::Arc;
 
 fn app(id: &str, port: i64, labels: &str) -> String {
     format!(
@@ -11,7 +12,7 @@ fn app(id: &str, port: i64, labels: &str) -> String {
     )
 }
 
-fn build(apps: &[String], leave_out: bool) -> Result<(Vec<Service>, Vec<LeftOut>), Error> {
+fn build(apps: &[String], leave_out: bool) -> Result<(Vec<Arc<Service>>, Vec<LeftOut>), Error> {
     let body = format!(r#"{{"apps":[{}]}}"#, apps.join(","));
     let parsed = AppsBody::parse(body.as_bytes()).unwrap().apps;
     let options = Options {
@@ -26,7 +27,7 @@ fn build(apps: &[String], leave_out: bool) -> Result<(Vec<Service>, Vec<LeftOut>
     builder.finish_all()
 }
 
-fn ids(services: &[Service]) -> Vec<&str> {
+fn ids(services: &[Arc<Service>]) -> Vec<&str> {
     services.iter().map(|s| s.app_id.as_str()).collect()
 }
 
@@ -133,13 +134,13 @@ fn a_failed_deployment_group_is_left_out_in_live_mode() {
     assert_eq!(left_out[0].app_id, "/g");
 }
 
-fn services(list: &[(&str, i64, &str)]) -> Vec<Service> {
+fn services(list: &[(&str, i64, &str)]) -> Vec<Arc<Service>> {
     list.iter()
         .map(|(id, port, bind)| {
             let mut s = Service::new((*id).into(), *port, None, false);
             s.bind_addr = (*bind).into();
             s.labels = vec![("HAPROXY_0_PORT".into(), port.to_string())];
-            s
+            Arc::new(s)
         })
         .collect()
 }

@@ -17,8 +17,8 @@ const PASSES: usize = 30;
 
 /// Median time of `PASSES` passes, each rendering the next of two alternating service sets.
 fn passes(
-    versions: &[Arc<Vec<Service>>; 2],
-    mut pass: impl FnMut(&Arc<Vec<Service>>) -> String,
+    versions: &[Arc<Vec<Arc<Service>>>; 2],
+    mut pass: impl FnMut(&Arc<Vec<Arc<Service>>>) -> String,
 ) -> Duration {
     let mut times = Vec::with_capacity(PASSES);
     let mut bytes = 0;
@@ -32,29 +32,32 @@ fn passes(
 }
 
 /// Prints the table for `services` (sorted, as modeled).
-pub fn table(services: Vec<Service>, config: &Config, templates: &Templates) {
+pub fn table(services: Vec<Arc<Service>>, config: &Config, templates: &Templates) {
     let options = &config.render;
     let base = Arc::new(services);
     let task = {
         let mut changed = (*base).clone();
         let service = changed.iter_mut().find(|s| !s.backends.is_empty()).unwrap();
-        service.backends[0].port += 1;
+        Arc::make_mut(service).backends[0].port += 1;
         Arc::new(changed)
     };
     let label = {
         let mut changed = (*base).clone();
         let service = changed.iter_mut().find(|s| s.hostname.is_some()).unwrap();
-        service.hostname = Some("changed.example.com".into());
+        Arc::make_mut(service).hostname = Some("changed.example.com".into());
         Arc::new(changed)
     };
     let full = passes(&[base.clone(), task.clone()], |s| {
-        render::render(s, templates, options).unwrap().config
+        render::render(s, templates, options)
+            .unwrap()
+            .config
+            .to_string()
     });
     let mut incremental = Incremental::new();
-    let mut inc = |s: &Arc<Vec<Service>>| {
+    let mut inc = |s: &Arc<Vec<Arc<Service>>>| {
         let rendered = incremental.render(s, templates, options).unwrap();
         incremental.commit(s);
-        rendered.config
+        rendered.config.to_string()
     };
     inc(&base);
     let one_task = passes(&[task, base.clone()], &mut inc);

@@ -157,7 +157,8 @@ impl PortClaims {
         let kept = services
             .iter()
             .zip(&self.dropped)
-            .filter_map(|(s, &d)| (!d).then(|| s.clone()))
+            .filter(|(_, &dropped)| !dropped)
+            .map(|(s, _)| s.clone())
             .collect();
         self.last = services;
         (kept, self.left_out.clone())

@@ -17,14 +17,18 @@ use super::invalid::LeftOut;
 use super::{deployment, Builder, Service};
 use crate::marathon::types::App;
 
-/// Per-app model results by app id; see the module docs.
+/// Per-app model results; see the module docs. A revision is unique to one JSON of one app in
+/// the process, so it alone finds a result. Results are kept in the order of the pass that
+/// made them: in the next pass an app is usually at the same position, and is found there
+/// without hashing anything.
 #[derive(Debug, Default)]
 pub struct ModelCache {
-    /// By app id. Fx hashing: 10,000 lookups a pass, of keys that come from Marathon (whoever
-    /// may deploy apps), not from the network.
-    apps: FxHashMap<String, Entry>,
-    /// The pass being modeled (entries not seen in a pass are dropped at its end).
-    pass: u64,
+    /// The last pass's results, by the app's position in that pass.
+    last: Vec<Option<Entry>>,
+    /// This pass's results, by position.
+    next: Vec<Option<Entry>>,
+    /// Revision -> position in `last`, made the first time an app is not where it was.
+    moved: Option<FxHashMap<u64, usize>>,
     /// Apps reused and modeled in the last pass.
     stats: Reuse,
 }
@@ -40,8 +44,9 @@ pub struct Reuse {
 
 #[derive(Debug)]
 struct Entry {
+    /// The app id, to tell an app changed in place from apps that moved.
+    id: String,
     revision: u64,
-    seen: u64,
     outcome: Outcome,
 }
 
@@ -54,14 +59,14 @@ enum Outcome {
 impl ModelCache {
     /// Starts a pass.
     pub fn start_pass(&mut self) {
-        self.pass += 1;
+        self.next.clear();
         self.stats = Reuse::default();
     }
 
     /// Ends a pass: forgets the apps it did not list.
     pub fn end_pass(&mut self) -> Reuse {
-        let pass = self.pass;
-        self.apps.retain(|_, entry| entry.seen == pass);
+        self.last = std::mem::take(&mut self.next);
+        self.moved = None;
         self.stats
     }
 
@@ -72,29 +77,37 @@ impl ModelCache {
 
     /// Number of apps held.
     pub fn len(&self) -> usize {
-        self.apps.len()
+        self.last.iter().flatten().count()
     }
 
     /// Whether no app is held.
     pub fn is_empty(&self) -> bool {
-        self.apps.is_empty()
+        self.len() == 0
     }
 
-    fn hit(&mut self, id: &str, revision: u64) -> Option<&Outcome> {
-        let pass = self.pass;
-        let entry = self.apps.get_mut(id).filter(|e| e.revision == revision)?;
-        entry.seen = pass;
-        Some(&entry.outcome)
+    /// Takes the last result of `revision`, for app `id` at `position` of this pass.
+    fn take(&mut self, position: usize, id: &str, revision: u64) -> Option<Entry> {
+        if let Some(here) = self.last.get(position).and_then(Option::as_ref) {
+            if here.revision == revision {
+                return self.last[position].take();
+            }
+            if here.id == id {
+                return None; // the app changed where it was: nothing moved
+            }
+        }
+        let last = &self.last;
+        let moved = self.moved.get_or_insert_with(|| {
+            let held = last.iter().enumerate();
+            held.filter_map(|(i, e)| Some((e.as_ref()?.revision, i)))
+                .collect()
+        });
+        let at = *moved.get(&revision)?;
+        self.last[at].take()
     }
 
-    fn keep(&mut self, id: &str, revision: u64, outcome: Outcome) {
-        let seen = self.pass;
-        let entry = Entry {
-            revision,
-            seen,
-            outcome,
-        };
-        self.apps.insert(id.to_owned(), entry);
+    /// Records this pass's result of the next app (`None`: not kept).
+    fn keep(&mut self, entry: Option<Entry>) {
+        self.next.push(entry);
     }
 }
 
@@ -109,36 +122,49 @@ impl<'a> Builder<'_, 'a> {
         revision: u64,
         decode: impl FnOnce() -> Result<App<'a>, LeftOut>,
     ) {
-        if let Some(outcome) = cache.hit(id, revision) {
-            match outcome {
+        let position = cache.next.len();
+        if let Some(entry) = cache.take(position, id, revision) {
+            match &entry.outcome {
                 Outcome::Services(services) => self.services.extend(services.iter().cloned()),
                 Outcome::LeftOut(out) => self.left_out.push(out.clone()),
             }
             cache.stats.reused += 1;
+            cache.keep(Some(entry));
             return;
         }
         cache.stats.modeled += 1;
+        let outcome = self.model_revision(decode);
+        let id = id.to_owned();
+        cache.keep(outcome.map(|outcome| Entry {
+            id,
+            revision,
+            outcome,
+        }));
+    }
+
+    /// Models `decode()`'s app; its result when it depends on this app alone.
+    fn model_revision(
+        &mut self,
+        decode: impl FnOnce() -> Result<App<'a>, LeftOut>,
+    ) -> Option<Outcome> {
         let app = match decode() {
             Ok(app) => app,
             Err(out) => {
-                cache.keep(id, revision, Outcome::LeftOut(out.clone()));
-                self.left_out.push(out);
-                return;
+                self.left_out.push(out.clone());
+                return Some(Outcome::LeftOut(out));
             }
         };
-        let Some(app) = self.groups.take(app) else {
-            return; // a deployment group's app: merged and modeled at the end of every pass
-        };
+        // A deployment group's app: merged and modeled at the end of every pass.
+        let app = self.groups.take(app)?;
         let before = (self.services.len(), self.left_out.len());
         let assigned = self.assigner.assigned();
         self.model(&deployment::Prepared::new(app));
         if self.assigner.assigned() != assigned || self.label_error.is_some() {
-            return;
+            return None;
         }
-        let outcome = match self.left_out.get(before.1) {
+        Some(match self.left_out.get(before.1) {
             Some(out) => Outcome::LeftOut(out.clone()),
             None => Outcome::Services(self.services[before.0..].to_vec()),
-        };
-        cache.keep(id, revision, outcome);
+        })
     }
 }

@@ -115,19 +115,10 @@ pub fn task_fields_ok(app: &App, task: &Task) -> bool {
 /// Which app binds each service port: kept between live passes so the holder keeps its port.
 pub type PortHolders = HashMap<i64, String>;
 
-/// [`resolve_port_conflicts`] across live passes: the holders, and the last resolution.
-/// The outcome depends only on each service's claim (app, port, address, whether it is
-/// bound at all) and the holders; when both are as last time, the last outcome is reused
-/// instead of resolving 10,000 ports again (a task change alters no claim).
+/// [`resolve_port_conflicts`] across live passes: the holders of the last pass.
 #[derive(Debug, Default)]
 pub struct PortClaims {
     holders: PortHolders,
-    /// The last pass's services, which of them were left out, and the reports.
-    last: Vec<Arc<Service>>,
-    dropped: Vec<bool>,
-    left_out: Vec<LeftOut>,
-    /// Whether the last resolution handed the ports to the holders it was given.
-    settled: bool,
 }
 
 impl PortClaims {
@@ -139,29 +130,10 @@ impl PortClaims {
         selected: impl Fn(&Service) -> bool,
         reserved: &[(i64, &str)],
     ) -> (Vec<Arc<Service>>, Vec<LeftOut>) {
-        let same_claims = self.settled
-            && self.last.len() == services.len()
-            && self.last.iter().zip(&services).all(|(a, b)| {
-                Arc::ptr_eq(a, b)
-                    || (a.app_id == b.app_id
-                        && a.service_port == b.service_port
-                        && a.bind_addr == b.bind_addr
-                        && selected(a) == selected(b))
-            });
-        if !same_claims {
-            let (dropped, left_out, holders) =
-                conflicts(&services, &self.holders, &selected, reserved);
-            self.settled = holders == self.holders;
-            (self.holders, self.dropped, self.left_out) = (holders, dropped, left_out);
-        }
-        let kept = services
-            .iter()
-            .zip(&self.dropped)
-            .filter(|(_, &dropped)| !dropped)
-            .map(|(s, _)| s.clone())
-            .collect();
-        self.last = services;
-        (kept, self.left_out.clone())
+        let (kept, left_out, holders) =
+            resolve_port_conflicts(services, &self.holders, selected, reserved);
+        self.holders = holders;
+        (kept, left_out)
     }
 }
 

@@ -111,6 +111,25 @@ fn app_ranges(services: &[Arc<Service>]) -> Vec<Range<usize>> {
     ranges
 }
 
+/// The app ranges of `services`, which are those of the last render's `old` services when
+/// the app ids line up position by position (the usual case: no app came or went). A service
+/// the model did not touch is the same allocation, so mostly no id is read at all.
+fn app_ranges_since(
+    old: &[Arc<Service>],
+    old_apps: &[App],
+    services: &[Arc<Service>],
+) -> Vec<Range<usize>> {
+    let lined_up = old.len() == services.len()
+        && old
+            .iter()
+            .zip(services)
+            .all(|(a, b)| Arc::ptr_eq(a, b) || a.app_id == b.app_id);
+    match lined_up {
+        true => old_apps.iter().map(|app| app.range.clone()).collect(),
+        false => app_ranges(services),
+    }
+}
+
 /// Whether two apps' services are equal: the same allocations, or equal values.
 fn same_services(a: &[Arc<Service>], b: &[Arc<Service>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
@@ -268,10 +287,16 @@ impl Renderer<'_> {
         let mut apps = Vec::with_capacity(base.apps.len() + 1);
         // Whether the shared block's inputs are as in `base` (then it is reused).
         let mut shared_same = true;
+        let ranges = app_ranges_since(&old, &base.apps, services);
         let mut was_apps = base.apps.iter_mut().peekable();
-        for range in app_ranges(services) {
+        for range in ranges {
             let app_id = &services[range.start].app_id;
             let was = loop {
+                // The same first service (the model did not touch the app): the same app.
+                let same = |w: &&mut App| Arc::ptr_eq(&old[w.range.start], &services[range.start]);
+                if let Some(was) = was_apps.next_if(same) {
+                    break Some(was);
+                }
                 let Some(was) = was_apps.next_if(|w| old[w.range.start].app_id <= *app_id) else {
                     break None;
                 };

@@ -99,7 +99,29 @@ impl Lb {
                 return;
             }
             if Instant::now() > deadline {
-                let diff: Vec<String> = diff_lines(&have, want);
+                let mut diff: Vec<String> = diff_lines(&have, want);
+                if diff.is_empty() {
+                    // Same lines, other order or count: show where they part.
+                    let at = have
+                        .bytes()
+                        .zip(want.bytes())
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    let from = at.saturating_sub(300);
+                    diff.push(format!(
+                        "{} vs {} bytes; first difference at {at}",
+                        have.len(),
+                        want.len()
+                    ));
+                    diff.push(format!(
+                        "have: {:?}",
+                        have.get(from..(at + 300).min(have.len()))
+                    ));
+                    diff.push(format!(
+                        "want: {:?}",
+                        want.get(from..(at + 300).min(want.len()))
+                    ));
+                }
                 let log =
                     std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
                 let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");

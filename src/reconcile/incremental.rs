@@ -288,7 +288,17 @@ impl AppStore {
             }
             (true, None) => return Change::Applied,
             (false, Some(i)) => update_task(&mut tasks[i], event, state),
-            (false, None) => tasks.push(new_task(event, app_id, task_id, state)),
+            (false, None) => {
+                // Servers are ordered by (host, port), ties in Marathon's task order, which an
+                // event does not tell: a task on a host that already runs one of the app's
+                // tasks is placed by fetching the app.
+                let host = text("host");
+                let shares_host = |t: &Value| t.get("host").and_then(Value::as_str) == host;
+                if host.is_some() && tasks.iter().any(shares_host) {
+                    return Change::Fetch(app_id.to_owned());
+                }
+                tasks.push(new_task(event, app_id, task_id, state))
+            }
         }
         match serde_json::value::to_raw_value(&app) {
             Ok(raw) => {

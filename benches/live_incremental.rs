@@ -167,10 +167,10 @@ async fn measure(bin: &Path, base: &str, apps: usize) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue; // nothing to observe on disk for this step
         }
-        wait_for(&config_path, &want, Duration::from_secs(30))
+        let written = wait_for(&config_path, &want, Duration::from_secs(30))
             .await
             .expect("config for step");
-        let took = start.elapsed();
+        let took = written - start;
         previous = want;
         match is_definition {
             true => (definition.push(took), definition_events += sent),
@@ -231,9 +231,19 @@ fn row(kind: &str, latencies: &mut [Duration], events: usize) {
     );
 }
 
-/// Waits until `path` holds `want`. The config is replaced by rename, so a cheap `stat` every
-/// 0.5 ms tells when to read it: reading 10 MB that often would take a core from the binary.
-async fn wait_for(path: &Path, want: &str, limit: Duration) -> Result<(), String> {
+/// Waits until `path` holds `want` and returns when it first saw the file that holds it. The
+/// config is replaced by rename, so a cheap `stat` every 0.5 ms tells when to read it (reading
+/// 10 MB that often would take a core from the binary); the time is that of the `stat`, before
+/// the bench reads and compares 10 MB. It polls on a blocking thread: a tokio timer would
+/// round 0.5 ms up to 1 ms, and the runtime's one worker serves the fake Marathon.
+async fn wait_for(path: &Path, want: &Arc<String>, limit: Duration) -> Result<Instant, String> {
+    let (path, want) = (path.to_owned(), Arc::clone(want));
+    tokio::task::spawn_blocking(move || poll_for(&path, &want, limit))
+        .await
+        .unwrap()
+}
+
+fn poll_for(path: &Path, want: &str, limit: Duration) -> Result<Instant, String> {
     use std::os::unix::fs::MetadataExt;
     let deadline = Instant::now() + limit;
     let mut seen = None;
@@ -242,9 +252,10 @@ async fn wait_for(path: &Path, want: &str, limit: Duration) -> Result<(), String
             .ok()
             .map(|m| (m.ino(), m.mtime_nsec(), m.len()));
         if stamp.is_some() && stamp != seen {
+            let seen_at = Instant::now();
             seen = stamp;
             if std::fs::read(path).is_ok_and(|b| b == want.as_bytes()) {
-                return Ok(());
+                return Ok(seen_at);
             }
         }
         if Instant::now() > deadline {
@@ -253,6 +264,6 @@ async fn wait_for(path: &Path, want: &str, limit: Duration) -> Result<(), String
                 path.display()
             ));
         }
-        tokio::time::sleep(Duration::from_micros(500)).await;
+        std::thread::sleep(Duration::from_micros(500));
     }
 }

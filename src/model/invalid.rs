@@ -115,28 +115,6 @@ pub fn task_fields_ok(app: &App, task: &Task) -> bool {
 /// Which app binds each service port: kept between live passes so the holder keeps its port.
 pub type PortHolders = HashMap<i64, String>;
 
-/// [`resolve_port_conflicts`] across live passes: the holders of the last pass.
-#[derive(Debug, Default)]
-pub struct PortClaims {
-    holders: PortHolders,
-}
-
-impl PortClaims {
-    /// [`resolve_port_conflicts`] with the holders of the last pass: the kept services, and
-    /// the services left out.
-    pub fn resolve(
-        &mut self,
-        services: Vec<Arc<Service>>,
-        selected: impl Fn(&Service) -> bool,
-        reserved: &[(i64, &str)],
-    ) -> (Vec<Arc<Service>>, Vec<LeftOut>) {
-        let (kept, left_out, holders) =
-            resolve_port_conflicts(services, &self.holders, selected, reserved);
-        self.holders = holders;
-        (kept, left_out)
-    }
-}
-
 /// Leaves out every service whose port another app's service already binds (same address, or
 /// either on all addresses). The previous holder of a port keeps it; with none, the lowest
 /// app id does. `selected` tells which services the config binds at all (group, enabled);
@@ -148,7 +126,11 @@ pub fn resolve_port_conflicts(
     selected: impl Fn(&Service) -> bool,
     reserved: &[(i64, &str)],
 ) -> (Vec<Arc<Service>>, Vec<LeftOut>, PortHolders) {
-    let (dropped, left_out, holders) = conflicts(&services, previous, selected, reserved);
+    let (dropped, clashes, holders) = conflicts(&services, previous, selected, reserved);
+    let left_out = clashes
+        .iter()
+        .map(|(i, by)| conflict(&services[*i], by))
+        .collect();
     let kept = services
         .into_iter()
         .zip(dropped)
@@ -157,14 +139,18 @@ pub fn resolve_port_conflicts(
     (kept, left_out, holders)
 }
 
-/// [`resolve_port_conflicts`]: which services are left out (by index), the reports, and the
-/// new holders.
-fn conflicts(
+/// Who left a service out: its index and what binds its port (`app /a`, `the shared
+/// frontend marathon_http_in`), in report order (by app id).
+pub(crate) type Clashes = Vec<(usize, String)>;
+
+/// [`resolve_port_conflicts`]: which services are left out (by index), by what, and the new
+/// holders.
+pub(crate) fn conflicts(
     services: &[Arc<Service>],
     previous: &PortHolders,
     selected: impl Fn(&Service) -> bool,
     reserved: &[(i64, &str)],
-) -> (Vec<bool>, Vec<LeftOut>, PortHolders) {
+) -> (Vec<bool>, Clashes, PortHolders) {
     // Claims by port, the previous holder's services first, then by app id (the services
     // arrive sorted by app id): one sort instead of a list per port.
     let mut claims: Vec<(i64, bool, usize)> = services
@@ -178,7 +164,7 @@ fn conflicts(
         .collect();
     claims.sort_unstable();
     let mut dropped = vec![false; services.len()];
-    let mut left_out = Vec::new();
+    let mut clashes = Vec::new();
     let mut holders = PortHolders::with_capacity(previous.len().max(claims.len() / 2));
     for claimants in claims.chunk_by(|a, b| a.0 == b.0) {
         let port = claimants[0].0;
@@ -202,14 +188,15 @@ fn conflicts(
                 }
             };
             dropped[i] = true;
-            left_out.push(conflict(service, &by));
+            clashes.push((i, by));
         }
     }
-    left_out.sort_by(|a, b| a.app_id.cmp(&b.app_id));
-    (dropped, left_out, holders)
+    clashes.sort_by(|a, b| services[a.0].app_id.cmp(&services[b.0].app_id));
+    (dropped, clashes, holders)
 }
 
-fn conflict(service: &Service, by: &str) -> LeftOut {
+/// The report of a service left out because `by` binds its port.
+pub(crate) fn conflict(service: &Service, by: &str) -> LeftOut {
     let label = service
         .labels
         .iter()
@@ -235,5 +222,8 @@ fn overlaps(a: &str, b: &str) -> bool {
     a == b || any(a) || any(b)
 }
 
+mod claims;
 #[cfg(test)]
 mod tests;
+
+pub use claims::PortClaims;

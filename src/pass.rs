@@ -13,6 +13,7 @@ use crate::model::invalid::LeftOut;
 use crate::run::{self, Built};
 use crate::templates::Templates;
 
+pub mod mapped;
 pub mod source;
 #[cfg(test)]
 mod tests;

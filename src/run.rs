@@ -222,13 +222,21 @@ fn parse_and_model(body: &[u8], config: &Config, memory: &mut Memory) -> Result<
         let mut builder =
             model::Builder::new(&config.model, &mut memory.resolver, &mut memory.health);
         let mut first_bad: Option<types::AppError> = None;
-        for item in parsed_batches.into_iter().flatten() {
-            match item {
-                Ok(app) => builder.push(app),
-                Err(e) if leave_out => builder.leave_out(undecodable(&e)),
-                Err(e) => {
-                    first_bad.get_or_insert(e);
+        let mut released = crate::pass::mapped::Released::default();
+        for batch in parsed_batches {
+            let start = batch_start(body, &batch);
+            for item in batch {
+                match item {
+                    Ok(app) => builder.push(app),
+                    Err(e) if leave_out => builder.leave_out(undecodable(&e)),
+                    Err(e) => {
+                        first_bad.get_or_insert(e);
+                    }
                 }
+            }
+            // The apps before this batch are modeled: a mapped body's pages can go.
+            if let Some(start) = start {
+                crate::pass::mapped::release(body, start, &mut released);
             }
         }
         let parsed = match parser.join() {
@@ -240,6 +248,16 @@ fn parse_and_model(body: &[u8], config: &Config, memory: &mut Memory) -> Result<
             return Err(Parsed::Body(types::Error::App(e)));
         }
         builder.finish_all().map_err(Parsed::Model)
+    })
+}
+
+/// Where in `body` the first app of `batch` starts, as far as a borrowed app id tells.
+fn batch_start(body: &[u8], batch: &[Result<types::App, types::AppError>]) -> Option<usize> {
+    batch.iter().find_map(|item| match &item.as_ref().ok()?.id {
+        std::borrow::Cow::Borrowed(id) => (id.as_ptr() as usize)
+            .checked_sub(body.as_ptr() as usize)
+            .filter(|at| *at <= body.len()),
+        std::borrow::Cow::Owned(_) => None,
     })
 }
 

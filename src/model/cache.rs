@@ -60,12 +60,15 @@ impl ModelCache {
     /// Starts a pass.
     pub fn start_pass(&mut self) {
         self.next.clear();
+        self.next.reserve(self.last.len());
         self.stats = Reuse::default();
     }
 
-    /// Ends a pass: forgets the apps it did not list.
+    /// Ends a pass: forgets the apps it did not list. The two lists trade places, so a pass
+    /// fills one that already has room for 10,000 apps instead of growing a new one.
     pub fn end_pass(&mut self) -> Reuse {
-        self.last = std::mem::take(&mut self.next);
+        std::mem::swap(&mut self.last, &mut self.next);
+        self.next.clear();
         self.moved = None;
         self.stats
     }

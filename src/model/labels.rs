@@ -100,11 +100,11 @@ pub fn apply(service: &mut Service, index: usize, labels: &[(&str, &str)]) -> Re
                 let [realm, user, password] = parts[..] else {
                     return Err(invalid("realm:user:password"));
                 };
-                service.auth = Some(Auth {
+                service.auth = Some(Box::new(Auth {
                     realm: realm.into(),
                     user: user.into(),
                     password: password.into(),
-                });
+                }));
             }
             "BACKEND_HEALTHCHECK_PORT_INDEX" => {
                 service.healthcheck_port_index = Some(int("an integer")?)
@@ -239,8 +239,8 @@ mod tests {
 
     const SETTINGS: &[(&str, &str, Check)] = &[
         ("AUTH", "my realm:bob:$6$x", |s| {
-            s.auth
-                == Some(Auth {
+            s.auth.as_deref()
+                == Some(&Auth {
                     realm: "my realm".into(),
                     user: "bob".into(),
                     password: "$6$x".into(),

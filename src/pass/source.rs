@@ -112,10 +112,5 @@ pub fn read_apps_file(path: &Path) -> Result<Bytes, FetchError> {
     if file.metadata().map_err(failed)?.len() == 0 {
         return Ok(Bytes::new());
     }
-    // SAFETY: the map is only read. A file truncated by another process while mapped would
-    // fault; `--apps-file` without `--watch` reads a file that is not being rewritten (the
-    // watch mode reads a copy instead).
-    #[allow(unsafe_code)]
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(failed)?;
-    Ok(Bytes::from_owner(map))
+    super::mapped::map(&file).map_err(failed)
 }

@@ -226,7 +226,7 @@ impl Renderer<'_> {
         mode: &str,
         siblings: &[Arc<Service>],
     ) -> Result<(), Error> {
-        let check = service.health_check.as_ref().map(|hc| {
+        let check = service.health_check.as_deref().map(|hc| {
             let protocol = hc.protocol.as_deref().unwrap_or_default();
             let tcp = mode == "tcp" || protocol == "TCP" || protocol == "MESOS_TCP";
             (hc, tcp)

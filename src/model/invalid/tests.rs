@@ -250,7 +250,7 @@ proptest::proptest! {
         let reserved = [(9001, "marathon_http_in")];
         let mut claims = PortClaims::default();
         let mut holders = PortHolders::new();
-        let mut fields = vec![(0usize, 9000i64, 0usize, true); 5];
+        let mut fields = [(0usize, 9000i64, 0usize, true); 5];
         let mut last: Vec<Arc<Service>> = Vec::new();
         for (step, repeat) in steps.iter().zip(&repeats) {
             for (f, (app, port, bind, enabled, _)) in fields.iter_mut().zip(step) {

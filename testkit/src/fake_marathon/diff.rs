@@ -58,6 +58,15 @@ pub(super) fn index(body: &[u8]) -> HashMap<String, Value> {
         .collect()
 }
 
+/// Changes an [`index`] from the apps of `before` (a body of the apps as they were) to those
+/// of `after` (as they are now): an app only in `before` is gone.
+pub(super) fn update_index(index: &mut HashMap<String, Value>, before: &[u8], after: &[u8]) {
+    for id in self::index(before).into_keys() {
+        index.remove(&id);
+    }
+    index.extend(self::index(after));
+}
+
 /// Marathon's events (type, fields besides `eventType` and `timestamp`) that turn `old` into
 /// `new`: `api_post_event` for a new or changed definition, `status_update_event` for each task
 /// started, changed or gone, `health_status_changed_event` when a task's health results
@@ -205,5 +214,18 @@ mod tests {
         assert_eq!(got[1].1, "\"a2\"");
         assert!(app_in_body(new, "/new").is_some());
         assert!(app_in_body(new, "/gone").is_none());
+    }
+
+    #[test]
+    fn an_index_follows_a_change_given_as_the_changed_apps() {
+        let body = br#"{"apps":[{"id":"/a","tasks":[]},{"id":"/b","tasks":[]},{"id":"/c"}]}"#;
+        let mut idx = index(body);
+        let before = br#"{"apps":[{"id":"/a","tasks":[]},{"id":"/c"}]}"#;
+        let after = br#"{"apps":[{"id":"/a","tasks":[{"id":"a1"}]},{"id":"/d"}]}"#;
+        update_index(&mut idx, before, after);
+        let mut ids: Vec<&str> = idx.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["/a", "/b", "/d"]);
+        assert_eq!(idx["/a"]["tasks"][0]["id"], "a1");
     }
 }

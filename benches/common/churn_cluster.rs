@@ -55,8 +55,22 @@ impl Listing {
     }
 }
 
+/// The frontend head of a background app: the harness's, bound to `127.0.0.2`. Their service
+/// ports (10000 up, 12.7k of them at 10k apps) overlap the range the test ports come from
+/// (`free_port`: 10000..32000), so on `127.0.0.1` HAProxy would find the admin server or a
+/// task on one of them ("cannot bind socket (Address already in use)") and refuse to start.
+const BACKGROUND_FRONTEND_HEAD: &str =
+    "\nfrontend {backend}\n  bind 127.0.0.2:{servicePort}{sslCert}{bindOptions}\n  mode {mode}\n";
+
+/// How many service ports an app has (port definitions or container port mappings).
+fn service_ports(app: &Value) -> usize {
+    let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+    count(&app["portDefinitions"]).max(count(&app["container"]["portMappings"]))
+}
+
 /// The first `keep` generated apps, made harmless: tasks on `127.0.<i>.2` (nothing listens: a
-/// request would be refused at once), no health checks (HAProxy does not probe them), all in
+/// request would be refused at once), no health checks (HAProxy does not probe them; sticky
+/// apps' servers still get `check`, refused at once too), frontends on `127.0.0.2`, all in
 /// group `external`.
 fn background_apps(body: &[u8], keep: usize) -> Vec<Value> {
     let mut doc: Value = serde_json::from_slice(body).unwrap();
@@ -67,9 +81,16 @@ fn background_apps(body: &[u8], keep: usize) -> Vec<Value> {
     apps.truncate(keep);
     for app in apps.iter_mut() {
         app.as_object_mut().unwrap().remove("healthChecks");
+        let ports = service_ports(app);
         let labels = app["labels"].as_object_mut().unwrap();
         labels.insert("HAPROXY_GROUP".into(), "external".into());
         labels.remove("HAPROXY_1_GROUP");
+        for n in 0..ports {
+            labels.insert(
+                format!("HAPROXY_{n}_FRONTEND_HEAD"),
+                BACKGROUND_FRONTEND_HEAD.into(),
+            );
+        }
         for (i, task) in app["tasks"]
             .as_array_mut()
             .into_iter()

@@ -16,7 +16,8 @@
 //! Exits non-zero when a must-hold check fails.
 //!
 //! Run: `cargo build --release && cargo bench --bench churn` (1000 apps x 3 tasks, 1000
-//! events); issue 15's case: `CHURN_APPS=10000 CHURN_TASKS=10 cargo bench --bench churn`.
+//! events); issue 15's case: `CHURN_APPS=10000 CHURN_TASKS=10 cargo bench --bench churn`
+//! (`CHURN_LOG=<file>` keeps marathon-lb's log).
 
 #[path = "common/wrk.rs"]
 mod wrk;
@@ -225,10 +226,17 @@ async fn run(listing: Listing, sizes: Sizes) -> bool {
     finish(&outcome)
 }
 
-/// Prints the table and what explains a failure; returns whether every check held.
+/// Prints the table and what explains a failure (marathon-lb's log is copied to `CHURN_LOG`
+/// when set); returns whether every check held.
 fn finish(outcome: &Outcome) -> bool {
     println!();
     let ok = outcome.print();
+    if let Some(path) = std::env::var_os("CHURN_LOG") {
+        match std::fs::write(&path, &outcome.log) {
+            Ok(()) => println!("\nmarathon-lb's log: {}", Path::new(&path).display()),
+            Err(e) => println!("\ncannot write {}: {e}", Path::new(&path).display()),
+        }
+    }
     if outcome.wrk.requests == 0 {
         println!("\nwrk output:\n{}", outcome.wrk.raw);
     }

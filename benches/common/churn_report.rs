@@ -67,7 +67,7 @@ fn field(line: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// `p50 / p99 ms` of integer milliseconds.
+/// `p50 / p99 / max ms` of integer milliseconds.
 fn quantiles(mut v: Vec<u64>) -> String {
     v.sort_unstable();
     let at = |p: f64| {
@@ -75,7 +75,7 @@ fn quantiles(mut v: Vec<u64>) -> String {
             .copied()
             .unwrap_or(0)
     };
-    format!("{} / {} ms", at(0.5), at(0.99))
+    format!("{} / {} / {} ms", at(0.5), at(0.99), at(1.0))
 }
 
 /// Marathon's load during the churn, from the fake's counters.
@@ -211,7 +211,7 @@ impl Outcome {
             .filter_map(|l| Some((field(l, "fetch_ms")?, field(l, "total_ms")?)))
             .collect();
         println!(
-            "| runtime passes: fetch p50 / p99, whole pass p50 / p99 ({} passes) | {}, {} |",
+            "| runtime passes: fetch p50 / p99 / max, whole pass p50 / p99 / max ({} passes) | {}, {} |",
             passes.len(),
             quantiles(passes.iter().map(|p| p.0).collect()),
             quantiles(passes.iter().map(|p| p.1).collect())
@@ -223,7 +223,8 @@ impl Outcome {
             .filter_map(|l| Some((field(l, "runtime_ms")?, field(l, "write_ms")?)))
             .collect();
         println!(
-            "| of which Runtime API ops (incl. drain) p50 / p99, config write p50 / p99 | {}, {} |",
+            "| of which Runtime API ops (incl. drain) p50 / p99 / max, config write p50 / p99 / max | \
+             {}, {} |",
             quantiles(applies.iter().map(|p| p.0).collect()),
             quantiles(applies.iter().map(|p| p.1).collect())
         );

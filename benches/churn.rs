@@ -36,7 +36,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use churn_cluster::Listing;
-use churn_report::{Load, Memory, Outcome};
+use churn_report::{Cpu, Load, Memory, Outcome};
 use managed::{free_port, App, ManagedLb, Options, TaskServer};
 use marathon_lb_testkit::fake_marathon::Endpoint;
 
@@ -177,12 +177,14 @@ async fn run(listing: Listing, sizes: Sizes) -> bool {
         lb.fake.served(Endpoint::App),
     );
     let mut churn = Churn::new(&lb, &listing, port, live);
+    let cpu_start = Cpu::sample(lb.pid(), &lb.haproxy_pids());
     let churn_started = Instant::now();
     for i in 0..sizes.events {
         tokio::time::sleep_until((churn_started + INTERVAL * i as u32).into()).await;
         churn.step(i).await;
     }
     let churn_took = churn_started.elapsed();
+    let cpu = cpu_start.row(&Cpu::sample(lb.pid(), &lb.haproxy_pids()));
     println!(
         "{} task-churn steps, one every {} ms, in {:.1} s",
         sizes.events,
@@ -221,6 +223,7 @@ async fn run(listing: Listing, sizes: Sizes) -> bool {
         superseded,
         load,
         memory: (memory_start, memory_end),
+        cpu,
         log: lb.log(),
     };
     finish(&outcome)

@@ -41,6 +41,73 @@ impl Memory {
     }
 }
 
+/// CPU time used so far, in clock ticks: by the bench itself (the fake Marathon, the tasks,
+/// building listings), marathon-lb, HAProxy, and the whole machine (busy and all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    bench: u64,
+    controller: u64,
+    haproxy: u64,
+    machine_busy: u64,
+    machine_all: u64,
+}
+
+/// `utime + stime` of a process (0 when it is gone).
+fn process_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    // Fields 14 and 15 of the line; the 12th and 13th after the command.
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(11) + tick(12)
+}
+
+impl Cpu {
+    /// Reads it now.
+    pub fn sample(controller: u32, haproxy: &[u32]) -> Cpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let all: u64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3).unwrap_or(&0) + ticks.get(4).unwrap_or(&0);
+        Cpu {
+            bench: process_ticks("self"),
+            controller: process_ticks(&controller.to_string()),
+            haproxy: haproxy.iter().map(|p| process_ticks(&p.to_string())).sum(),
+            machine_busy: all - idle,
+            machine_all: all,
+        }
+    }
+
+    /// One table row: the CPU seconds each used between `self` and `end`.
+    pub fn row(&self, end: &Cpu) -> String {
+        // SAFETY: sysconf has no memory effects.
+        #[allow(unsafe_code)]
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let s = |a: u64, b: u64| format!("{:.1} s", b.saturating_sub(a) as f64 / hz);
+        format!(
+            "| CPU during the churn: marathon-lb, HAProxy, the bench (fake Marathon, tasks, \
+             listings), whole machine busy of all | {}, {}, {}, {} of {} |",
+            s(self.controller, end.controller),
+            s(self.haproxy, end.haproxy),
+            s(self.bench, end.bench),
+            s(self.machine_busy, end.machine_busy),
+            s(self.machine_all, end.machine_all)
+        )
+    }
+}
+
 fn mb(kb: u64) -> String {
     format!("{:.1} MB", kb as f64 / 1024.0)
 }
@@ -105,6 +172,8 @@ pub struct Outcome {
     pub load: Load,
     /// Memory after start-up and after the churn.
     pub memory: (Memory, Memory),
+    /// CPU used during the churn: the table row.
+    pub cpu: String,
     /// marathon-lb's log.
     pub log: String,
 }
@@ -155,6 +224,7 @@ impl Outcome {
         );
         let full_ok = self.print_load();
         self.print_memory();
+        println!("{}", self.cpu);
         self.print_passes();
         let ok = r.errors() == 0 && r.non_2xx == 0 && r.requests > 0 && *reloads == 0;
         ok && full_ok

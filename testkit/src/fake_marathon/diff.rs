@@ -3,8 +3,54 @@
 //! for `GET /v2/apps/{id}`; and per-endpoint request and byte counts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
+
+use super::{broadcast, lock, Shared};
+
+/// Sets `body` as the listing, indexes it, and sends the events from the old listing to it.
+pub(super) fn set_with_events(shared: &Shared, body: Bytes) -> usize {
+    let old = lock(&shared.apps).clone();
+    let events = events(&old, &body);
+    let index = Some(Arc::new(index(&body)));
+    *lock(&shared.apps) = body;
+    *lock(&shared.index) = index;
+    send(shared, &events)
+}
+
+/// Sets `body` as the listing and sends the events from `before` to `after` (the apps that
+/// changed, as they were and are), changing the index only for them.
+pub(super) fn change_with_events(
+    shared: &Shared,
+    body: Bytes,
+    before: &[u8],
+    after: &[u8],
+) -> usize {
+    let events = events(before, after);
+    {
+        let mut index = lock(&shared.index);
+        let updated = match index.take() {
+            None => Arc::new(self::index(&body)),
+            Some(mut map) => {
+                update_index(Arc::make_mut(&mut map), before, after);
+                map
+            }
+        };
+        *index = Some(updated);
+    }
+    *lock(&shared.apps) = body;
+    send(shared, &events)
+}
+
+/// Sends `events` to every open stream; returns how many there were.
+fn send(shared: &Shared, events: &[(&'static str, Value)]) -> usize {
+    for (event_type, fields) in events {
+        broadcast(shared, event_type, fields.clone());
+    }
+    events.len()
+}
 
 /// The apps of a `/v2/apps` body by id, in order.
 fn apps(body: &[u8]) -> Vec<Map<String, Value>> {

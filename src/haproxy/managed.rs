@@ -344,9 +344,12 @@ fn cap_for(config: &str, limit: u64) -> Option<u64> {
         .count() as u64;
     let reserve = 2 * eaters + 256;
     let needed = maxconn * 2 + reserve;
+    // When the doubled reserve leaves nothing (10k apps: ~14k listeners and checks under a
+    // 20000 limit), what this config needs is reserved: starting beats refusing to.
+    let cap = |reserve: u64| Some(limit.saturating_sub(reserve) / 2).filter(|cap| *cap > 0);
     (needed > limit)
-        .then(|| limit.saturating_sub(reserve) / 2)
-        .filter(|cap| *cap > 0)
+        .then(|| cap(reserve).or_else(|| cap(eaters + 256)))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -366,6 +369,22 @@ mod tests {
         }
         let cap = cap_for(&config, 20_000).expect("capped");
         assert!(cap * 2 + 1500 + 3000 + 100 <= 20_000, "cap {cap}");
+        assert!(cap >= 1000, "cap {cap}");
+    }
+
+    #[test]
+    fn a_config_whose_doubled_reserve_exceeds_the_limit_still_gets_a_cap() {
+        // 10k apps x 10 tasks: ~12,700 frontends and ~1,500 checked servers under a 20000
+        // hard limit. Twice that is more than the limit; without a cap HAProxy refuses to
+        // start ("Cannot raise FD limit to 114248, limit is 20000") and every retry fails.
+        let mut config = String::from("global\n  maxconn 50000\ndefaults\n");
+        for i in 0..12_700 {
+            config.push_str(&format!("frontend f{i}\n  bind 127.0.0.1:{}\n", 10000 + i));
+            let check = if i % 9 == 0 { " check" } else { "" };
+            config.push_str(&format!("backend f{i}\n  server a 10.0.0.1:1{check}\n"));
+        }
+        let cap = cap_for(&config, 20_000).expect("capped");
+        assert!(cap * 2 + 12_700 + 1_412 + 100 <= 20_000, "cap {cap}");
         assert!(cap >= 1000, "cap {cap}");
     }
 

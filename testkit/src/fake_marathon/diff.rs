@@ -3,8 +3,54 @@
 //! for `GET /v2/apps/{id}`; and per-endpoint request and byte counts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
+
+use super::{broadcast, lock, Shared};
+
+/// Sets `body` as the listing, indexes it, and sends the events from the old listing to it.
+pub(super) fn set_with_events(shared: &Shared, body: Bytes) -> usize {
+    let old = lock(&shared.apps).clone();
+    let events = events(&old, &body);
+    let index = Some(Arc::new(index(&body)));
+    *lock(&shared.apps) = body;
+    *lock(&shared.index) = index;
+    send(shared, &events)
+}
+
+/// Sets `body` as the listing and sends the events from `before` to `after` (the apps that
+/// changed, as they were and are), changing the index only for them.
+pub(super) fn change_with_events(
+    shared: &Shared,
+    body: Bytes,
+    before: &[u8],
+    after: &[u8],
+) -> usize {
+    let events = events(before, after);
+    {
+        let mut index = lock(&shared.index);
+        let updated = match index.take() {
+            None => Arc::new(self::index(&body)),
+            Some(mut map) => {
+                update_index(Arc::make_mut(&mut map), before, after);
+                map
+            }
+        };
+        *index = Some(updated);
+    }
+    *lock(&shared.apps) = body;
+    send(shared, &events)
+}
+
+/// Sends `events` to every open stream; returns how many there were.
+fn send(shared: &Shared, events: &[(&'static str, Value)]) -> usize {
+    for (event_type, fields) in events {
+        broadcast(shared, event_type, fields.clone());
+    }
+    events.len()
+}
 
 /// The apps of a `/v2/apps` body by id, in order.
 fn apps(body: &[u8]) -> Vec<Map<String, Value>> {
@@ -56,6 +102,15 @@ pub(super) fn index(body: &[u8]) -> HashMap<String, Value> {
         .into_iter()
         .map(|a| (text(&a, "id").to_owned(), Value::Object(a)))
         .collect()
+}
+
+/// Changes an [`index`] from the apps of `before` (a body of the apps as they were) to those
+/// of `after` (as they are now): an app only in `before` is gone.
+pub(super) fn update_index(index: &mut HashMap<String, Value>, before: &[u8], after: &[u8]) {
+    for id in self::index(before).into_keys() {
+        index.remove(&id);
+    }
+    index.extend(self::index(after));
 }
 
 /// Marathon's events (type, fields besides `eventType` and `timestamp`) that turn `old` into
@@ -205,5 +260,18 @@ mod tests {
         assert_eq!(got[1].1, "\"a2\"");
         assert!(app_in_body(new, "/new").is_some());
         assert!(app_in_body(new, "/gone").is_none());
+    }
+
+    #[test]
+    fn an_index_follows_a_change_given_as_the_changed_apps() {
+        let body = br#"{"apps":[{"id":"/a","tasks":[]},{"id":"/b","tasks":[]},{"id":"/c"}]}"#;
+        let mut idx = index(body);
+        let before = br#"{"apps":[{"id":"/a","tasks":[]},{"id":"/c"}]}"#;
+        let after = br#"{"apps":[{"id":"/a","tasks":[{"id":"a1"}]},{"id":"/d"}]}"#;
+        update_index(&mut idx, before, after);
+        let mut ids: Vec<&str> = idx.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["/a", "/b", "/d"]);
+        assert_eq!(idx["/a"]["tasks"][0]["id"], "a1");
     }
 }

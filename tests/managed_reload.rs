@@ -259,6 +259,41 @@ async fn a_missing_certificate_in_the_generate_dir_is_generated_and_tls_serves()
     assert_eq!(body, "secure", "log:\n{}", lb.log());
 }
 
+/// A task change of another app checks only what changed for new certificates, but still
+/// finds a generated certificate deleted since (it would fail the next reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_certificate_comes_back_on_another_apps_task_change() {
+    if haproxy_missing("a_deleted_certificate_comes_back_on_another_apps_task_change") {
+        return;
+    }
+    let t = tasks(&["secure", "a", "b"]).await;
+    let (port, other_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let cert = certs.join("app.pem");
+    let web = app("/web", port, &[&t[0]]).label("HAPROXY_0_SSL_CERT", cert.to_str().unwrap());
+    let options = Options {
+        extra_args: vec!["--generate-certs-dir".into(), certs.display().to_string()],
+        ..Options::default()
+    };
+    let lb = ManagedLb::start(options, &[&web, &app("/other", other_port, &[&t[1]])]).await;
+    assert!(cert.exists(), "log:\n{}", lb.log());
+    let worker = lb.worker_pid().await;
+    for (i, task) in [&t[2], &t[1]].into_iter().enumerate() {
+        std::fs::remove_file(&cert).unwrap();
+        let applies = lb.runtime_applies();
+        lb.set_apps(&[&web, &app("/other", other_port, &[task])]);
+        wait_runtime_applies(&lb, applies + 1).await;
+        assert!(
+            cert.exists(),
+            "step {i}: not generated again; log:\n{}",
+            lb.log()
+        );
+    }
+    assert_no_reload(&lb, worker).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_endpoints_answer_in_managed_mode() {
     if haproxy_missing("stats_endpoints_answer_in_managed_mode") {

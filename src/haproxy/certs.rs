@@ -41,9 +41,15 @@ pub enum Error {
 /// `--ssl-certs` list of `marathon_https_in` and in the grouped vhost frontends), in order,
 /// without duplicates. Relative paths are resolved against `crt-base` when the config sets it.
 pub fn referenced(config: &str) -> Vec<PathBuf> {
+    referenced_in(config, config)
+}
+
+/// [`referenced`] by the `bind` lines of `part` of `config` (relative paths resolved with
+/// `config`'s `crt-base`).
+pub fn referenced_in(config: &str, part: &str) -> Vec<PathBuf> {
     let crt_base = crt_base(config);
     let mut paths: Vec<PathBuf> = Vec::new();
-    for line in config.lines() {
+    for line in part.lines() {
         let mut words = line.split_whitespace();
         if words.next() != Some("bind") {
             continue;
@@ -61,6 +67,10 @@ pub fn referenced(config: &str) -> Vec<PathBuf> {
 
 /// The config's `crt-base`, if it sets one.
 fn crt_base(config: &str) -> Option<&str> {
+    // One fast search of a 10 MB config before reading it line by line.
+    if !config.contains("crt-base") {
+        return None;
+    }
     config.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         (words.next() == Some("crt-base"))
@@ -129,14 +139,27 @@ impl Allowed {
 ///
 /// A path ending in `/` is a directory of certificates to HAProxy; it is left alone.
 pub fn ensure(config: &str, allowed: &Allowed) -> Vec<Result<PathBuf, Error>> {
-    let host = host_name();
+    ensure_paths(config, &referenced(config), allowed)
+}
+
+/// [`ensure`] for `paths`, which `config` references (found by [`referenced`], or kept from
+/// an earlier config plus [`referenced_in`] the sections that changed).
+pub fn ensure_paths(
+    config: &str,
+    paths: &[PathBuf],
+    allowed: &Allowed,
+) -> Vec<Result<PathBuf, Error>> {
     let crt_base = crt_base(config);
+    if paths.iter().all(|p| p.exists()) {
+        return Vec::new(); // the usual case: no host name to look up
+    }
+    let host = host_name();
     let mut out = Vec::new();
-    for path in referenced(config) {
+    for path in paths {
         if path.as_os_str().to_string_lossy().ends_with('/') || path.exists() {
             continue;
         }
-        let Some(target) = allowed.target(&path, crt_base) else {
+        let Some(target) = allowed.target(path, crt_base) else {
             tracing::debug!(path = %path.display(), "certificate missing; not generated: not an --ssl-certs path nor inside --generate-certs-dir");
             continue;
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::plan::{expected_servers, Op};
+use super::plan::{expected_servers, expected_servers_of, Op};
 
 /// Bound on one command: connect, send, and read the whole answer. A wedged HAProxy fails
 /// the update (which then falls back to a reload) instead of holding the pass.
@@ -299,10 +299,10 @@ impl RuntimeApi {
                 .or_default()
                 .push((s.name, s.address, s.maint));
         }
-        let mut expected = expected_servers(config);
-        if let Some(backends) = only {
-            expected.retain(|backend, _| backends.contains(&backend.as_str()));
-        }
+        let expected = match only {
+            Some(backends) => expected_servers_of(config, backends),
+            None => expected_servers(config),
+        };
         let mut problems = Vec::new();
         for (backend, servers) in &expected {
             // HAProxy reports a host name's resolved address: compare those servers by name.

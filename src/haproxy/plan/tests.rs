@@ -151,6 +151,32 @@ fn map_changes_reload() {
 }
 
 #[test]
+fn expected_servers_of_some_backends_match_the_full_parse() {
+    let mut config = cfg(&[S1, &format!("{S2} disabled")]);
+    // A name that starts with another's, a backend at the end without a newline, a comment.
+    config.push_str("\nbackend web_100000\n  server a 10.0.0.9:1\n# note\n  server b 10.0.0.9:2\n");
+    config.push_str("\nbackend other \n  server c 10.0.0.8:1");
+    let full = expected_servers(&config);
+    for backends in [
+        &["web_10000"][..],
+        &["web_100000", "other"],
+        &["web_10000", "missing"],
+        &[],
+    ] {
+        let mut want = full.clone();
+        want.retain(|name, _| backends.contains(&name.as_str()));
+        assert_eq!(expected_servers_of(&config, backends), want, "{backends:?}");
+    }
+    assert_eq!(full["web_100000"].len(), 1, "the comment ends the section");
+    // A header written another way is found by the full parse.
+    let odd = config.replace("backend web_100000\n", "backend  web_100000\n");
+    assert_eq!(
+        expected_servers_of(&odd, &["web_100000"])["web_100000"],
+        expected_servers(&odd)["web_100000"]
+    );
+}
+
+#[test]
 fn finds_the_stats_socket_and_expected_servers() {
     let a = cfg(&[S1, &format!("{S2} disabled")]);
     assert_eq!(stats_socket(&a), Some("/run/haproxy.sock"));

@@ -213,6 +213,17 @@ async fn apps_haproxy_rejects_are_left_out_and_reported() {
     );
 }
 
+/// `--generate-certs-dir <dir>/certs`, and the certificate path an app there would name.
+fn generate_certs_in(dir: &std::path::Path) -> (std::path::PathBuf, Options) {
+    let certs = dir.join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let options = Options {
+        extra_args: vec!["--generate-certs-dir".into(), certs.display().to_string()],
+        ..Options::default()
+    };
+    (certs.join("app.pem"), options)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_certificate_in_the_generate_dir_is_generated_and_tls_serves() {
     if haproxy_missing("a_missing_certificate_in_the_generate_dir_is_generated_and_tls_serves") {
@@ -221,14 +232,8 @@ async fn a_missing_certificate_in_the_generate_dir_is_generated_and_tls_serves()
     let t = tasks(&["secure"]).await;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    let cert = certs.join("app.pem");
+    let (cert, options) = generate_certs_in(dir.path());
     let web = app("/web", port, &[&t[0]]).label("HAPROXY_0_SSL_CERT", cert.to_str().unwrap());
-    let options = Options {
-        extra_args: vec!["--generate-certs-dir".into(), certs.display().to_string()],
-        ..Options::default()
-    };
     let lb = ManagedLb::start(options, &[&web]).await;
     assert!(
         cert.exists(),
@@ -269,14 +274,8 @@ async fn a_deleted_certificate_comes_back_on_another_apps_task_change() {
     let t = tasks(&["secure", "a", "b"]).await;
     let (port, other_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    let cert = certs.join("app.pem");
+    let (cert, options) = generate_certs_in(dir.path());
     let web = app("/web", port, &[&t[0]]).label("HAPROXY_0_SSL_CERT", cert.to_str().unwrap());
-    let options = Options {
-        extra_args: vec!["--generate-certs-dir".into(), certs.display().to_string()],
-        ..Options::default()
-    };
     let lb = ManagedLb::start(options, &[&web, &app("/other", other_port, &[&t[1]])]).await;
     assert!(cert.exists(), "log:\n{}", lb.log());
     let worker = lb.worker_pid().await;

@@ -125,9 +125,10 @@ fn write_err(path: &Path, error: std::io::Error) -> ApplyError {
 
 /// Writes `content` to a temp file beside `path` and renames it over `path`: HAProxy sees the
 /// old file or the new one, never a part. The data is flushed to the disk after the rename, and
-/// the replaced file freed, on another thread: the config is visible at once (a 10 MB flush takes milliseconds the next
-/// event should not wait for), durable soon after, and derived state anyway (every start
-/// renders it again from Marathon; ext4 also orders a replacing rename after its data).
+/// the replaced file freed, on another thread: the config is visible at once (a 10 MB flush
+/// takes milliseconds the next event should not wait for), durable soon after, and derived
+/// state anyway (every start renders it again from Marathon; ext4 also orders a replacing
+/// rename after its data).
 fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

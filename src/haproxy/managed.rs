@@ -67,22 +67,20 @@ impl Managed {
     fn certificates(&mut self, rendered: &Rendered) -> Vec<std::path::PathBuf> {
         let delta = rendered.incremental.as_deref();
         let seen = self.certs_seen.take();
-        let mut paths = match (delta, seen) {
-            (Some(d), Some((generation, paths)))
+        let paths = match (delta, seen) {
+            (Some(d), Some((generation, mut paths)))
                 if d.servers_only && !d.shared_changed && d.base == Some(generation) =>
             {
+                for path in super::certs::referenced_in(&rendered.config, &d.after) {
+                    if !paths.contains(&path) {
+                        paths.push(path);
+                    }
+                }
                 paths
             }
             _ => super::certs::referenced(&rendered.config),
         };
-        if let Some(d) = delta {
-            for path in super::certs::referenced_in(&rendered.config, &d.after) {
-                if !paths.contains(&path) {
-                    paths.push(path);
-                }
-            }
-            self.certs_seen = Some((d.generation, paths.clone()));
-        }
+        self.certs_seen = delta.map(|d| (d.generation, paths.clone()));
         paths
     }
 

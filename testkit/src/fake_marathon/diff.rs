@@ -11,12 +11,15 @@ use serde_json::{json, Map, Value};
 use super::{broadcast, lock, Shared};
 
 /// Sets `body` as the listing, indexes it, and sends the events from the old listing to it.
+/// The old listing and index are freed before the events go out: freeing 27.7 MB is the
+/// fake's own work, and a benchmark on the same machine should not time it as the client's.
 pub(super) fn set_with_events(shared: &Shared, body: Bytes) -> usize {
     let old = lock(&shared.apps).clone();
     let events = events(&old, &body);
     let index = Some(Arc::new(index(&body)));
-    *lock(&shared.apps) = body;
-    *lock(&shared.index) = index;
+    let old_listing = std::mem::replace(&mut *lock(&shared.apps), body);
+    let old_index = std::mem::replace(&mut *lock(&shared.index), index);
+    drop((old, old_listing, old_index));
     send(shared, &events)
 }
 

@@ -1,6 +1,5 @@
 //! Replace the config and maps atomically, keep archived copies, and run the reload command.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -123,38 +122,21 @@ fn write_err(path: &Path, error: std::io::Error) -> ApplyError {
     }
 }
 
-/// Writes `content` to a temp file beside `path` and renames it over `path`: HAProxy sees the
-/// old file or the new one, never a part. The data is flushed to the disk after the rename, and
-/// the replaced file freed, on another thread: the config is visible at once (a 10 MB flush
-/// takes milliseconds the next event should not wait for), durable soon after, and derived
-/// state anyway (every start renders it again from Marathon; ext4 also orders a replacing
-/// rename after its data).
+/// Puts `content` into place at `path` by an atomic swap ([`super::replace`]): HAProxy sees
+/// the old file or the new one, never a part. The data is flushed to the disk after the swap,
+/// on another thread: the config is visible at once (a 10 MB flush takes milliseconds the next
+/// event should not wait for), durable soon after, and derived state anyway (every start
+/// renders it again from Marathon before it is applied).
 fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| write_err(path, e))?;
-    temp.write_all(content.as_bytes())
-        .map_err(|e| write_err(path, e))?;
-    let perms = std::fs::metadata(path)
-        .map(|m| m.permissions())
-        .unwrap_or_else(|_| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::Permissions::from_mode(0o644)
-        });
-    std::fs::set_permissions(temp.path(), perms).map_err(|e| write_err(path, e))?;
-    // Held open across the rename, the replaced file is freed when the helper thread closes
-    // it, not by the rename (freeing a synced 10 MB file's pages and blocks took the rename
-    // 3-4 ms here; 10 ms while it was still being flushed).
-    let replaced = std::fs::File::open(path).ok();
-    let file = temp.persist(path).map_err(|e| write_err(path, e.error))?;
+    let replaced =
+        super::replace::replace(path, content.as_bytes()).map_err(|e| write_err(path, e))?;
+    tracing::trace!(path = %path.display(), written = ?replaced.written, "replaced");
     let shown = path.display().to_string();
     let flush = move || {
-        if let Err(error) = file.sync_all() {
+        if let Err(error) = replaced.file.sync_all() {
             tracing::warn!(path = shown, %error, "could not flush the written file to disk");
         }
-        drop(replaced);
+        drop(replaced.unlinked);
     };
     if let Err(e) = std::thread::Builder::new()
         .name("flush".into())

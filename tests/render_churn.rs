@@ -107,3 +107,41 @@ fn incremental_render_equals_full_render_over_a_churn_stream() {
         assert!(runtime_plans >= 15, "only {runtime_plans} runtime plans");
     }
 }
+
+/// The config two renders back lends its buffer to the next render once nothing holds it; a
+/// config still held is never written into.
+#[test]
+fn a_free_past_config_buffer_is_reused_and_a_held_one_is_left_alone() {
+    let templates = Templates::builtin();
+    let options = Options {
+        groups: vec!["external".into()],
+        bind_http_https: true,
+        ssl_certs: String::new(),
+        haproxy_map: false,
+        haproxy_dir: "/etc/haproxy".into(),
+        group_https_by_vhost: false,
+    };
+    let bodies = churn(50, 6);
+    let mut incremental = Incremental::new();
+    let mut render = |version: usize| {
+        let services = services(&bodies[version], version);
+        let rendered = incremental.render(&services, &templates, &options).unwrap();
+        incremental.commit(&Arc::new(services));
+        rendered.config
+    };
+    let data = |config: &Arc<String>| config.as_ptr();
+    // As in the live loop, the last config is held (as the written one) during a render.
+    let zero = render(0);
+    let one = render(1);
+    assert_ne!(data(&one), data(&zero), "a held config lends nothing");
+    let zero_at = data(&zero);
+    drop(zero);
+    let two = render(2);
+    assert_eq!(data(&two), zero_at, "a free config's buffer is reused");
+
+    let one_text = one.to_string();
+    drop(two);
+    let three = render(3);
+    assert_ne!(data(&three), data(&one));
+    assert_eq!(*one, one_text, "a held config is never changed");
+}

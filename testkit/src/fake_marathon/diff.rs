@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::{broadcast, lock, Shared};
+use super::{broadcast_all, lock, Shared};
 
 /// Sets `body` as the listing, indexes it, and sends the events from the old listing to it.
 /// The old listing and index are freed before the events go out: freeing 27.7 MB is the
@@ -47,10 +47,10 @@ pub(super) fn change_with_events(
     send(shared, &events)
 }
 
-/// Sends `events` to every open stream; returns how many there were.
+/// Sends `events` to every open stream in one write; returns how many there were.
 fn send(shared: &Shared, events: &[(&'static str, Value)]) -> usize {
-    for (event_type, fields) in events {
-        broadcast(shared, event_type, fields.clone());
+    if !events.is_empty() {
+        broadcast_all(shared, events);
     }
     events.len()
 }

@@ -139,14 +139,24 @@ fn count(shared: &Shared, endpoint: Endpoint, bytes: usize) {
 /// Sends a Marathon-shaped event (`eventType`, `timestamp` plus `extra`'s fields) to every
 /// open stream.
 fn broadcast(shared: &Shared, event_type: &str, extra: Value) {
-    let mut data = serde_json::json!({
-        "eventType": event_type,
-        "timestamp": "2024-01-01T00:00:00.000Z",
-    });
-    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
-        data.extend(extra);
+    broadcast_all(shared, &[(event_type, extra)]);
+}
+
+/// Sends Marathon-shaped events in one write to every open stream, as Marathon's stream
+/// carries events that happen together (a task's kill and its replacement's start).
+fn broadcast_all(shared: &Shared, events: &[(&str, Value)]) {
+    let mut text = String::new();
+    for (event_type, extra) in events {
+        let mut data = serde_json::json!({
+            "eventType": event_type,
+            "timestamp": "2024-01-01T00:00:00.000Z",
+        });
+        if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+            data.extend(extra.clone());
+        }
+        text.push_str(&format!("event: {event_type}\ndata: {data}\n\n"));
     }
-    let bytes = Bytes::from(format!("event: {event_type}\ndata: {data}\n\n"));
+    let bytes = Bytes::from(text);
     lock(&shared.subscribers).retain(|tx| tx.send(bytes.clone()).is_ok());
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use super::Validated;
 use crate::render::Rendered;
@@ -99,8 +100,8 @@ pub fn apply(
 ) -> Result<(), ApplyError> {
     let rendered = validated.rendered();
     if map_mode {
-        write_atomic(&paths.domain_map(), &rendered.domain_map)?;
-        write_atomic(&paths.app_map(), &rendered.app_map)?;
+        write_atomic(&paths.domain_map(), Arc::new(rendered.domain_map.clone()))?;
+        write_atomic(&paths.app_map(), Arc::new(rendered.app_map.clone()))?;
     } else {
         for map in [paths.domain_map(), paths.app_map()] {
             if map.is_file() {
@@ -108,7 +109,7 @@ pub fn apply(
             }
         }
     }
-    write_atomic(&paths.config, &rendered.config)?;
+    write_atomic(&paths.config, Arc::clone(&rendered.config))?;
     if let Err(e) = super::archive::archive(&rendered.config, "hap_cfg", archive_versions) {
         tracing::warn!(error = %e, "config not archived");
     }
@@ -124,17 +125,20 @@ fn write_err(path: &Path, error: std::io::Error) -> ApplyError {
 
 /// Puts `content` into place at `path` by an atomic swap ([`super::replace`]): HAProxy sees
 /// the old file or the new one, never a part. The data is flushed to the disk after the swap,
-/// on another thread: the config is visible at once (a 10 MB flush takes milliseconds the next
-/// event should not wait for), durable soon after, and derived state anyway (every start
-/// renders it again from Marathon before it is applied).
-fn write_atomic(path: &Path, content: &str) -> Result<(), ApplyError> {
+/// on another thread, and then recorded as complete ([`super::record`]): the config is visible
+/// at once (a 10 MB flush takes milliseconds the next event should not wait for), durable soon
+/// after, and derived state anyway (every start renders it again from Marathon before it is
+/// applied; before that, a start serves only a file that matches its record).
+fn write_atomic(path: &Path, content: Arc<String>) -> Result<(), ApplyError> {
     let replaced =
         super::replace::replace(path, content.as_bytes()).map_err(|e| write_err(path, e))?;
     tracing::trace!(path = %path.display(), written = ?replaced.written, "replaced");
-    let shown = path.display().to_string();
+    let path = path.to_owned();
     let flush = move || {
-        if let Err(error) = replaced.file.sync_all() {
-            tracing::warn!(path = shown, %error, "could not flush the written file to disk");
+        let sum = super::record::Sum::of(content.as_bytes());
+        drop(content);
+        if let Err(error) = super::record::flush_and_record(&path, &replaced.file, sum) {
+            tracing::warn!(path = %path.display(), %error, "could not flush the written file to disk and record it");
         }
         drop(replaced.unlinked);
     };

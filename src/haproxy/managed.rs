@@ -296,6 +296,9 @@ impl Target for Managed {
         let Ok(text) = std::fs::read_to_string(&paths.config) else {
             return;
         };
+        if !recorded_whole(&paths.config, &text) {
+            return;
+        }
         if !config.validation.skip {
             let binary = self.settings.haproxy_bin.to_string_lossy().into_owned();
             if let Err(e) = super::validate_file(&paths.config, &binary) {
@@ -309,6 +312,13 @@ impl Target for Managed {
         } else {
             Default::default()
         };
+        let maps = [
+            (paths.domain_map(), &domain_map),
+            (paths.app_map(), &app_map),
+        ];
+        if output.map && !maps.iter().all(|(path, text)| recorded_whole(path, text)) {
+            return;
+        }
         match self.start_process(&text).await {
             Ok(()) => self.served.serves(Rendered {
                 config: text.into(),
@@ -377,6 +387,24 @@ fn cap_for(config: &str, limit: u64) -> Option<u64> {
     (needed > limit)
         .then(|| cap(reserve).or_else(|| cap(eaters + 256)))
         .flatten()
+}
+
+/// Whether `text`, read from `path`, may be served at start: not a write cut short by a power
+/// loss ([`super::record`]). A file without a record (written by an older version, or by
+/// hand) may: `haproxy -c` is then its only check, as before records were kept.
+fn recorded_whole(path: &Path, text: &str) -> bool {
+    match super::record::check(path, text.as_bytes()) {
+        super::record::Check::Whole | super::record::Check::NoRecord => true,
+        super::record::Check::Differs { recorded, found } => {
+            tracing::error!(
+                file = %path.display(),
+                recorded = ?recorded,
+                found = ?found,
+                "the file on disk is not the last one written whole (a power loss during a write?); not serving it, waiting for the first pass"
+            );
+            false
+        }
+    }
 }
 
 #[cfg(test)]

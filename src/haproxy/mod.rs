@@ -24,6 +24,7 @@ pub mod master;
 pub mod plan;
 pub mod process;
 pub mod reaper;
+pub mod record;
 pub mod replace;
 pub mod runtime;
 pub mod stats;

@@ -120,8 +120,20 @@ pub struct ManagedLb {
     /// Loopback ports in use.
     pub ports: Ports,
     child: Option<Child>,
+    /// The arguments and environment it was started with, to start it again.
+    relaunch: (Vec<std::ffi::OsString>, Vec<(String, String)>),
     http: reqwest::Client,
     run_dir: PathBuf,
+}
+
+/// The arguments and the environment set on `cmd` (variables it removes are left out).
+fn cmd_parts(cmd: &Command) -> (Vec<std::ffi::OsString>, Vec<(String, String)>) {
+    let args = cmd.get_args().map(ToOwned::to_owned).collect();
+    let env = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+        .collect();
+    (args, env)
 }
 
 impl ManagedLb {
@@ -226,6 +238,7 @@ impl ManagedLb {
                 cmd.env_remove(key);
             }
         }
+        let relaunch = cmd_parts(&cmd);
         let child = cmd.spawn().unwrap();
         let run_dir = options
             .run_dir
@@ -237,6 +250,7 @@ impl ManagedLb {
             fake,
             ports,
             child: Some(child),
+            relaunch,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -419,6 +433,31 @@ impl ManagedLb {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Starts marathon-lb again, after [`ManagedLb::terminate`], as it was started but
+    /// following `marathon` instead of the fake, logging into `log`: the caller stops it.
+    pub fn relaunch(&self, marathon: &str, log: &Path) -> Child {
+        let (args, env) = &self.relaunch;
+        let mut args = args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--marathon") {
+            args[i + 1] = marathon.into();
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_marathon-lb"));
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .env_remove("DCOS_SERVICE_ACCOUNT_CREDENTIAL")
+            .env_remove("MARATHON_LB_LOG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HAPROXY_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.spawn().unwrap()
     }
 
     /// Sends SIGTERM to marathon-lb and waits (up to `timeout`) for it to exit.

@@ -163,7 +163,7 @@ async fn live(
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let timing = Timing {
-        debounce: Duration::from_millis(2),
+        debounce: Duration::from_millis(1),
         resync_every: options.resync_every,
         max_backoff: options.max_backoff,
     };

@@ -1,12 +1,14 @@
 //! The live loop's incremental render over `../shared/bench/gen-apps --churn`, Marathon's task
 //! churn as successive `/v2/apps` bodies: at every version the config and maps equal a full
 //! render byte for byte, task-only changes are planned from the changed apps alone, and that
-//! plan equals the plan over the whole configs. Label changes are mixed in every few versions.
+//! plan equals the plan over the whole configs, as does `--command` mode's test of whether the
+//! config changed. Label changes are mixed in every few versions.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use marathon_lb::haproxy::command;
 use marathon_lb::haproxy::plan::{plan, Plan, Snapshot};
 use marathon_lb::marathon::types::AppsBody;
 use marathon_lb::model::{self, network::Resolver, HealthMemory, Service};
@@ -79,8 +81,28 @@ fn incremental_render_equals_full_render_over_a_churn_stream() {
             );
             assert_eq!(inc.domain_map, full.domain_map, "version {version}");
             assert_eq!(inc.app_map, full.app_map, "version {version}");
-            incremental.commit(&Arc::new(services));
+            let services = Arc::new(services);
+            incremental.commit(&services);
+            let inc = match version % 7 {
+                // A pass whose services did not change: the same config, no reload.
+                3 => {
+                    let again = incremental.render(&services, &templates, &options).unwrap();
+                    incremental.commit(&services);
+                    assert!(!command::differs(&inc, &again, haproxy_map), "{version}");
+                    again
+                }
+                _ => inc,
+            };
             if let Some(previous) = &previous {
+                let differs = previous.config != inc.config
+                    || (haproxy_map
+                        && (previous.domain_map != inc.domain_map
+                            || previous.app_map != inc.app_map));
+                assert_eq!(
+                    command::differs(previous, &inc, haproxy_map),
+                    differs,
+                    "version {version}: `--command` mode's change test"
+                );
                 let whole = plan(Some(snapshot(previous)), snapshot(&full));
                 let delta = inc.incremental.as_ref().unwrap();
                 let base = previous.incremental.as_ref().unwrap().generation;

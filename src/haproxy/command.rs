@@ -44,6 +44,25 @@ fn stamps(output: &Output) -> [Option<Stamp>; 3] {
     ]
 }
 
+/// Whether `next` differs from the `written` config (and its maps, when `map`). When `next`
+/// was rendered from `written` and changed only servers, only the changed apps' backend
+/// sections can differ, so those are compared ([`crate::render::Delta::texts_since`]) instead
+/// of two 10 MB configs, which costs a millisecond a pass at 10,000 apps.
+pub fn differs(written: &Rendered, next: &Rendered, map: bool) -> bool {
+    let maps_differ =
+        map && (written.domain_map != next.domain_map || written.app_map != next.app_map);
+    let local = written
+        .incremental
+        .as_ref()
+        .zip(next.incremental.as_ref())
+        .and_then(|(written, next)| next.texts_since(written.generation));
+    let config_differs = match local {
+        Some((before, after)) => before != after,
+        None => written.config != next.config,
+    };
+    config_differs || maps_differ
+}
+
 impl CommandReload {
     /// A target writing where `config` says, reloading with its `--command` (if any).
     pub fn new(config: &Config, metrics: Metrics) -> Self {
@@ -81,12 +100,7 @@ impl Target for CommandReload {
             .filter(|w| w.stamps == stamps(&self.output))
             .map(|w| &w.rendered);
         let changed = match unchanged_on_disk {
-            Some(written) => {
-                written.config != next.config
-                    || (self.output.map
-                        && (written.domain_map != next.domain_map
-                            || written.app_map != next.app_map))
-            }
+            Some(written) => differs(written, next, self.output.map),
             None => super::changed(next, &self.output.paths, self.output.map),
         };
         if changed {

@@ -102,6 +102,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         live(Arc::new(config), live_options, Arc::new(templates), source).await
     } else {
         allocator::purge_promptly();
+        if let Err(error) = marathon_lb::haproxy::exec::disable_huge_pages() {
+            tracing::debug!(%error, "transparent huge pages stay on");
+        }
         once(&config, &templates, &source).await
     }
 }

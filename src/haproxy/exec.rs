@@ -15,6 +15,9 @@
 //!   SIGKILL). Every pid we spawn is registered in [`KNOWN`], so the PID 1 reaper
 //!   ([`super::reaper`]) never steals the exit status of a child we wait for.
 //!
+//! - **Memory**: a one-shot run turns transparent huge pages off for itself
+//!   ([`disable_huge_pages`]); its children get the system's setting back.
+//!
 //! Settings are process-wide ([`configure`], once at start): the same check and reload code
 //! serves one-shot mode, the live loop and managed mode.
 
@@ -29,6 +32,22 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
+
+/// Whether [`disable_huge_pages`] turned transparent huge pages off for this process.
+static HUGE_PAGES_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Turns transparent huge pages off for this process, not for the programs it runs. The
+/// allocator asks for huge pages on its arenas, and each one touched counts 2 MiB in the RSS
+/// however little of it is used: a one-shot run of 10,000 apps peaked at 55-58 MiB with them
+/// and 42 MiB without, in the same time. (The live loop keeps them: it reuses its pages.)
+///
+/// # Errors
+/// The `prctl` failed (a kernel without `PR_SET_THP_DISABLE`); nothing changed.
+pub fn disable_huge_pages() -> std::io::Result<()> {
+    rustix::thread::disable_transparent_huge_pages(true)?;
+    HUGE_PAGES_OFF.store(true, Ordering::SeqCst);
+    Ok(())
+}
 
 /// Process-wide settings of external steps (`--check-timeout`, `--command-timeout`,
 /// `--haproxy-env`).
@@ -183,8 +202,8 @@ pub fn harden(command: &mut Command, own_group: bool) {
 /// bounded steps and the supervised HAProxy master.
 pub(crate) fn die_with_us(command: &mut Command) {
     let parent = rustix::process::getpid();
-    // SAFETY: the closure runs in the child between fork and exec and only makes two raw
-    // system calls (prctl, getppid): async-signal-safe, no allocation, no locks.
+    // SAFETY: the closure runs in the child between fork and exec and only reads an atomic and
+    // makes raw system calls (prctl, getppid): async-signal-safe, no allocation, no locks.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || die_with(parent));
@@ -192,8 +211,12 @@ pub(crate) fn die_with_us(command: &mut Command) {
 }
 
 /// In a forked child: ask for SIGKILL when the thread that forked us exits, and fail if our
-/// parent is already gone (the signal would never come).
+/// parent is already gone (the signal would never come). Transparent huge pages, if we
+/// turned them off for ourselves, are turned back on (the flag survives `exec`).
 fn die_with(parent: Pid) -> std::io::Result<()> {
+    if HUGE_PAGES_OFF.load(Ordering::SeqCst) {
+        rustix::thread::disable_transparent_huge_pages(false)?;
+    }
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
     if rustix::process::getppid() != Some(parent) {
         return Err(std::io::Error::other("parent exited during spawn"));
@@ -360,6 +383,28 @@ pub async fn on_spawner_thread<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_pages_turned_off_here_are_back_on_in_the_programs_we_run() {
+        let thp = |status: &[u8]| {
+            let status = String::from_utf8_lossy(status).into_owned();
+            let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
+            line.and_then(|l| l.split_whitespace().nth(1))
+                .map(str::to_owned)
+        };
+        let ours = std::fs::read("/proc/self/status").unwrap();
+        if thp(&ours).is_none() {
+            eprintln!("SKIP: this kernel's /proc/self/status has no THP_enabled line");
+            return;
+        }
+        disable_huge_pages().unwrap();
+        let ours = std::fs::read("/proc/self/status").unwrap();
+        assert_eq!(thp(&ours).as_deref(), Some("0"));
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "cat /proc/self/status"]);
+        let child = run_bounded(sh, "a test", Duration::from_secs(10), true).unwrap();
+        assert_eq!(thp(&child.stdout).as_deref(), Some("1"));
+    }
 
     #[test]
     fn credentials_never_pass_plain_names_do() {

@@ -39,7 +39,7 @@ static HUGE_PAGES_OFF: AtomicBool = AtomicBool::new(false);
 /// Turns transparent huge pages off for this process, not for the programs it runs. The
 /// allocator asks for huge pages on its arenas, and each one touched counts 2 MiB in the RSS
 /// however little of it is used: a one-shot run of 10,000 apps peaked at 55-58 MiB with them
-/// and 42 MiB without, in the same time. (The live loop keeps them: it reuses its pages.)
+/// and 44 MiB without, in the same time. (The live loop keeps them: it reuses its pages.)
 ///
 /// # Errors
 /// The `prctl` failed (a kernel without `PR_SET_THP_DISABLE`); nothing changed.

@@ -99,6 +99,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     if let Some(live_options) = config.live.clone() {
         allocator::purge_lazily();
+        marathon_lb::haproxy::record::keep_records();
         live(Arc::new(config), live_options, Arc::new(templates), source).await
     } else {
         allocator::purge_promptly();

@@ -135,10 +135,16 @@ fn write_atomic(path: &Path, content: Arc<String>) -> Result<(), ApplyError> {
     tracing::trace!(path = %path.display(), written = ?replaced.written, "replaced");
     let path = path.to_owned();
     let flush = move || {
-        let sum = super::record::Sum::of(content.as_bytes());
-        drop(content);
-        if let Err(error) = super::record::flush_and_record(&path, &replaced.file, sum) {
-            tracing::warn!(path = %path.display(), %error, "could not flush the written file to disk and record it");
+        let flushed = match super::record::kept() {
+            true => {
+                let sum = super::record::Sum::of(content.as_bytes());
+                drop(content);
+                super::record::flush_and_record(&path, &replaced.file, sum)
+            }
+            false => replaced.file.sync_all(),
+        };
+        if let Err(error) = flushed {
+            tracing::warn!(path = %path.display(), %error, "could not flush the written file to disk (or record it)");
         }
         drop(replaced.unlinked);
     };

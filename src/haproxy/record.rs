@@ -3,9 +3,9 @@
 //!
 //! [`super::replace`] writes a new config over the spare file in place and flushes it right
 //! after the swap: a power loss in those milliseconds can leave `haproxy.cfg` with some pages
-//! of the new content and some of an older one. So once the content is flushed, its CRC-32 and
-//! length go into `.<name>.sum` beside it (itself replaced by rename, and flushed). A start
-//! serves the file on disk only when it matches its record.
+//! of the new content and some of an older one. So in live mode, once the content is flushed,
+//! its CRC-32 and length go into `.<name>.sum` beside it (itself replaced by rename, and
+//! flushed). A managed start serves the file on disk only when it matches its record.
 //!
 //! A record only ever holds the sum of a complete content that reached the disk, so a match
 //! means the file is such a content. Every race (a record not yet written, a newer write not
@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The sum of one content.
@@ -88,6 +89,21 @@ pub fn check(path: &Path, content: &[u8]) -> Check {
         true => Check::Whole,
         false => Check::Differs { recorded, found },
     }
+}
+
+/// Whether writes are recorded: in live mode (see [`keep_records`]).
+static KEEP: AtomicBool = AtomicBool::new(false);
+
+/// Records every write from now on. Live mode calls it at start; a one-shot run writes no
+/// record, as the original wrote nothing beside its files (a record left by an earlier live
+/// run then no longer matches, so a managed start waits for its first pass).
+pub fn keep_records() {
+    KEEP.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`keep_records`] was called.
+pub fn kept() -> bool {
+    KEEP.load(Ordering::Relaxed)
 }
 
 /// Flushes and records are made one at a time, so that an older write's record cannot be

@@ -81,6 +81,7 @@ fn an_older_write_finishing_last_does_not_record_over_the_newer_one() {
 fn apply_records_the_config_and_maps_once_they_are_on_disk() {
     use crate::haproxy::{apply, Paths, Validated};
     use crate::render::Rendered;
+    keep_records();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("haproxy.cfg");
     let paths = Paths::new(config.to_str().unwrap());

@@ -67,13 +67,9 @@ pub enum Check {
     NoRecord,
 }
 
-/// The record kept beside `path`: a hidden name no `*.cfg` or `*.map` glob matches.
+/// The record kept beside `path`.
 pub fn record_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.sum"))
+    super::replace::hidden_beside(path, "sum")
 }
 
 /// Checks `content`, read from `path`, against the record of `path`.

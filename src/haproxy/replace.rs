@@ -38,13 +38,18 @@ pub struct Replaced {
     pub written: Written,
 }
 
-/// The spare file kept beside `path`: a hidden name that no `*.cfg` or `*.map` glob matches.
+/// The spare file kept beside `path`.
 pub fn spare_path(path: &Path) -> PathBuf {
+    hidden_beside(path, "spare")
+}
+
+/// `.<name>.<suffix>` beside `path`: a hidden name that no `*.cfg` or `*.map` glob matches.
+pub fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.spare"))
+    path.with_file_name(format!(".{name}.{suffix}"))
 }
 
 /// Replaces `path` with `content` (see the module docs). The permissions of the file it

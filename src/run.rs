@@ -363,6 +363,7 @@ fn render_modeled(
     tracing::debug!(
         apps_bytes,
         services = services.len(),
+        kept_bytes = rendered.incremental.as_ref().map_or(0, |d| d.kept),
         parse_and_model_ms = modeled.as_secs_f64() * 1e3,
         render_ms = (started.elapsed() - modeled).as_secs_f64() * 1e3,
         "rendered"

@@ -10,10 +10,15 @@
 //!   reads a task). Rendered again when an app came or went, or a changed app differs in
 //!   anything but its tasks or in which of its services are selected.
 //!
+//! The text is assembled in the buffer of an older config that nothing holds any more; what
+//! that buffer holds before the first place any render since changed is kept, not copied again
+//! (a task change usually touches one backend, past the middle of a 10 MB config).
+//!
 //! The assembled config is byte-identical to [`super::render`]'s: the same functions render
 //! the same parts, and the parts are joined in the same order (`tests/properties` checks it on
 //! random service sets and random changes). An error is always that of a full render.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,11 +35,38 @@ pub struct Incremental {
     state: Option<State>,
     /// The last render, before [`Incremental::commit`].
     pending: Option<(State, usize)>,
-    /// The configs of the last renders, newest last. The oldest lends its buffer to the next
-    /// assembly once nothing else holds it: a fresh 10 MB buffer is page-faulted in and zeroed
-    /// on every pass, which took 1-8 ms of a 10k-app pass.
-    recent: std::collections::VecDeque<Arc<String>>,
+    /// The configs of the last renders with their generations, newest last. The oldest lends
+    /// its buffer to the next assembly once nothing else holds it: a fresh 10 MB buffer is
+    /// page-faulted in and zeroed on every pass, which took 1-8 ms of a 10k-app pass. What the
+    /// buffer already holds up to the first change since its render is kept, not copied again.
+    recent: VecDeque<(u64, Arc<String>)>,
+    /// Where each recent render first changed the text of the one it updated.
+    edits: VecDeque<Edit>,
 }
+
+/// A place in the config, in text order (the derived order): every app's userlists, the
+/// shared block, every app's frontends, every app's backends, the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    Userlists(usize),
+    Shared,
+    Frontends(usize),
+    Backends(usize),
+    End,
+}
+
+/// How render `generation` changed the text of render `base`: everything before `first` is
+/// byte-identical (`None`: nothing is known to be, as after a full render or when apps came or
+/// went, which moves every app's place).
+#[derive(Debug, Clone, Copy)]
+struct Edit {
+    generation: u64,
+    base: Option<u64>,
+    first: Option<Place>,
+}
+
+/// How many [`Edit`]s are kept: enough to reach back to any buffer in `recent`.
+const EDITS: usize = 8;
 
 /// How many past configs [`Incremental`] keeps: the written config and the served one (the
 /// status pages' copy, a newer one after an unchanged pass) are held elsewhere; the third is
@@ -66,6 +98,9 @@ pub struct Delta {
     pub before: String,
     /// The changed apps' sections as rendered now, in app order.
     pub after: String,
+    /// Bytes of the config that a reused buffer already held (from an older render) and that
+    /// were not copied again.
+    pub kept: usize,
 }
 
 impl Delta {
@@ -218,11 +253,24 @@ impl Incremental {
             // The error of a full render: the same input, the same (first) error.
             return super::render(services, templates, options);
         };
-        let config = Arc::new(state.assemble(renderer.head()?, self.free_buffer()));
+        let (mut delta, first) = delta;
+        self.record(Edit {
+            generation: state.generation,
+            base: delta.base,
+            first,
+        });
+        let (buffer, kept) = match self.free_buffer() {
+            Some((generation, buffer)) => (buffer, self.first_change_since(generation, &delta)),
+            None => (String::new(), None),
+        };
+        let (text, kept) = state.assemble(renderer.head()?, buffer, kept);
+        delta.kept = kept;
+        let config = Arc::new(text);
         if self.recent.len() == RECENT_CONFIGS {
             self.recent.pop_front();
         }
-        self.recent.push_back(Arc::clone(&config));
+        self.recent
+            .push_back((state.generation, Arc::clone(&config)));
         let rendered = Rendered {
             config,
             domain_map: state.domain_map.clone(),
@@ -233,15 +281,35 @@ impl Incremental {
         Ok(rendered)
     }
 
-    /// The buffer of a past config that nothing else holds any more, emptied; else a new one.
-    fn free_buffer(&mut self) -> String {
-        let free = self.recent.iter().position(|c| Arc::strong_count(c) == 1);
-        let Some(config) = free.and_then(|i| self.recent.remove(i)) else {
-            return String::new();
-        };
-        let mut buffer = Arc::try_unwrap(config).unwrap_or_default();
-        buffer.clear();
-        buffer
+    /// A past config that nothing else holds any more, and its generation.
+    fn free_buffer(&mut self) -> Option<(u64, String)> {
+        let free = self
+            .recent
+            .iter()
+            .position(|(_, c)| Arc::strong_count(c) == 1)?;
+        let (generation, config) = self.recent.remove(free)?;
+        Arc::try_unwrap(config).ok().map(|text| (generation, text))
+    }
+
+    fn record(&mut self, edit: Edit) {
+        if self.edits.len() == EDITS {
+            self.edits.pop_front();
+        }
+        self.edits.push_back(edit);
+    }
+
+    /// The first place where render `delta.generation` may differ from render `old`: the
+    /// earliest first change along the chain of updates between them. `None` when the chain is
+    /// broken (a full render, apps that came or went, an edit no longer kept).
+    fn first_change_since(&self, old: u64, delta: &Delta) -> Option<Place> {
+        let mut at = delta.generation;
+        let mut first = Place::End;
+        while at != old {
+            let edit = self.edits.iter().rev().find(|e| e.generation == at)?;
+            first = first.min(edit.first?);
+            at = edit.base?;
+        }
+        Some(first)
     }
 
     /// Keeps the last render as the base of the next: `services` must be the ones it
@@ -259,8 +327,10 @@ impl Incremental {
 }
 
 impl State {
-    /// The config text, in the order of [`Renderer::assemble`], in `config` (empty).
-    fn assemble(&self, head: &str, mut config: String) -> String {
+    /// The config text, in the order of [`Renderer::assemble`], in `config`, an old config's
+    /// buffer whose text is this one's before `kept` (`None`: nothing of it is). Returns the
+    /// text and how many of its bytes were kept rather than copied.
+    fn assemble(&self, head: &str, mut config: String, kept: Option<Place>) -> (String, usize) {
         let sections: usize = self.apps.iter().map(|a| a.sections.len()).sum();
         let len = head.len() + sections + self.shared.len();
         if config.capacity() < len {
@@ -268,27 +338,71 @@ impl State {
             // reused. (Growing a reused buffer instead would copy its whole capacity.)
             config = String::with_capacity(len + len / 32);
         }
-        config.push_str(head);
-        for app in &self.apps {
-            config.push_str(&app.sections.userlists);
+        let mut from = kept.unwrap_or(Place::Userlists(0));
+        let before = |from: Place| move |(place, _): &(Place, &str)| *place < from;
+        let prefix: usize = self
+            .parts()
+            .take_while(before(from))
+            .map(|(_, t)| t.len())
+            .sum();
+        let offset = head.len() + prefix;
+        // The buffer is too short only when it was replaced by a larger, empty one above.
+        let kept = match kept.is_some() && offset <= config.len() && config.is_char_boundary(offset)
+        {
+            true => {
+                config.truncate(offset);
+                offset
+            }
+            false => {
+                from = Place::Userlists(0);
+                config.clear();
+                config.push_str(head);
+                0
+            }
+        };
+        for (_, text) in self.parts().skip_while(before(from)) {
+            config.push_str(text);
         }
-        config.push_str(&self.shared);
-        for app in &self.apps {
-            config.push_str(&app.sections.frontends);
-        }
-        for app in &self.apps {
-            config.push_str(&app.sections.backends);
-        }
-        config
+        (config, kept)
+    }
+
+    /// The parts after the head, in text order.
+    fn parts(&self) -> impl Iterator<Item = (Place, &str)> {
+        let apps = self.apps.iter().enumerate();
+        let userlists = apps
+            .clone()
+            .map(|(i, a)| (Place::Userlists(i), &*a.sections.userlists));
+        let frontends = apps
+            .clone()
+            .map(|(i, a)| (Place::Frontends(i), &*a.sections.frontends));
+        let backends = apps.map(|(i, a)| (Place::Backends(i), &*a.sections.backends));
+        userlists
+            .chain([(Place::Shared, self.shared.as_str())])
+            .chain(frontends)
+            .chain(backends)
     }
 }
 
 /// A failed part: the full render reports the error.
 struct Failed;
 
+/// A render's state, what changed, and the first place where its text may differ from the
+/// render it updated (`None`: anywhere).
+type Made = (State, (Delta, Option<Place>));
+
+/// The first of an app's sections that changed (its index is `index`), or [`Place::End`].
+fn first_difference(index: usize, was: &Sections, now: &Sections) -> Place {
+    match () {
+        _ if was.userlists != now.userlists => Place::Userlists(index),
+        _ if was.frontends != now.frontends => Place::Frontends(index),
+        _ if was.backends != now.backends => Place::Backends(index),
+        _ => Place::End,
+    }
+}
+
 impl Renderer<'_> {
     /// Renders every part.
-    fn full(&self, services: &[Arc<Service>]) -> Result<(State, Delta), Failed> {
+    fn full(&self, services: &[Arc<Service>]) -> Result<Made, Failed> {
         let apps = app_ranges(services)
             .into_iter()
             .map(|range| self.app(services, range))
@@ -301,13 +415,13 @@ impl Renderer<'_> {
             unique_backends: state.unique_backends,
             ..Delta::default()
         };
-        Ok((state, delta))
+        Ok((state, (delta, None)))
     }
 
     /// Renders the apps whose services differ from `base`'s, and the shared block if needed.
     /// Old and new apps are both in app-id order, so one merge walk pairs them; a service
     /// the model did not touch is the same allocation, so most apps compare by pointer.
-    fn update(&self, mut base: State, services: &[Arc<Service>]) -> Result<(State, Delta), Failed> {
+    fn update(&self, mut base: State, services: &[Arc<Service>]) -> Result<Made, Failed> {
         let old = base.services.clone();
         let mut delta = Delta {
             base: Some(base.generation),
@@ -317,6 +431,7 @@ impl Renderer<'_> {
         let mut apps = Vec::with_capacity(base.apps.len() + 1);
         // Whether the shared block's inputs are as in `base` (then it is reused).
         let mut shared_same = true;
+        let mut first = Place::End;
         let ranges = app_ranges_since(&old, &base.apps, services);
         let mut was_apps = base.apps.iter_mut().peekable();
         for range in ranges {
@@ -352,6 +467,7 @@ impl Renderer<'_> {
             delta.servers_only &= same_ports && pairs().all(|(a, b)| same_but_servers(a, b));
             shared_same &= same_ports && pairs().all(|(a, b)| same_shared_inputs(a, b));
             let app = self.app(services, range)?;
+            first = first.min(first_difference(apps.len(), &was.sections, &app.sections));
             push_sections(&mut delta.before, &was.sections);
             push_sections(&mut delta.after, &app.sections);
             apps.push(app);
@@ -380,7 +496,12 @@ impl Renderer<'_> {
         };
         state.services = Arc::default();
         delta.unique_backends = state.unique_backends;
-        Ok((state, delta))
+        // Apps that came or went move every app's place: nothing before a place is known.
+        let first = match delta.shared_changed {
+            true => first.min(Place::Shared),
+            false => first,
+        };
+        Ok((state, (delta, same_apps.then_some(first))))
     }
 
     /// Renders the sections of one app's services (`range`: its services are each other's

@@ -138,7 +138,6 @@ fn write_atomic(path: &Path, content: Arc<String>) -> Result<(), ApplyError> {
         let flushed = match super::record::kept() {
             true => {
                 let sum = super::record::Sum::of(content.as_bytes());
-                drop(content);
                 super::record::flush_and_record(&path, &replaced.file, sum)
             }
             false => replaced.file.sync_all(),
@@ -147,6 +146,12 @@ fn write_atomic(path: &Path, content: Arc<String>) -> Result<(), ApplyError> {
             tracing::warn!(path = %path.display(), %error, "could not flush the written file to disk (or record it)");
         }
         drop(replaced.unlinked);
+        // Live mode only: a one-shot run, like the original, leaves nothing beside its files.
+        if replaced.no_spare && super::record::kept() {
+            if let Err(error) = super::replace::prepare_spare(&path, content.as_bytes()) {
+                tracing::debug!(path = %path.display(), %error, "no spare file prepared");
+            }
+        }
     };
     if let Err(e) = std::thread::Builder::new()
         .name("flush".into())

@@ -392,11 +392,14 @@ type Made = (State, (Delta, Option<Place>));
 
 /// The first of an app's sections that changed (its index is `index`), or [`Place::End`].
 fn first_difference(index: usize, was: &Sections, now: &Sections) -> Place {
-    match () {
-        _ if was.userlists != now.userlists => Place::Userlists(index),
-        _ if was.frontends != now.frontends => Place::Frontends(index),
-        _ if was.backends != now.backends => Place::Backends(index),
-        _ => Place::End,
+    if was.userlists != now.userlists {
+        Place::Userlists(index)
+    } else if was.frontends != now.frontends {
+        Place::Frontends(index)
+    } else if was.backends != now.backends {
+        Place::Backends(index)
+    } else {
+        Place::End
     }
 }
 

@@ -11,6 +11,30 @@ fn put(path: &Path, text: &str) -> Written {
     replace(path, text.as_bytes()).unwrap().written
 }
 
+/// The first write in a new directory leaves no spare; the one prepared after it is written
+/// over by the next write, and a file already at the name is never written into.
+#[test]
+fn a_prepared_spare_makes_the_second_write_one_over_a_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haproxy.cfg");
+    let first = replace(&path, b"one\n").unwrap();
+    assert!(first.no_spare);
+    prepare_spare(&path, b"one\n").unwrap();
+    let prepared = ino(&spare_path(&path));
+    let second = replace(&path, b"two\n").unwrap();
+    assert_eq!(second.written, Written::OverSpare);
+    assert!(!second.no_spare);
+    assert_eq!(ino(&path), prepared);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+
+    let spare_before = std::fs::read_to_string(spare_path(&path)).unwrap();
+    prepare_spare(&path, b"never written\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(spare_path(&path)).unwrap(),
+        spare_before
+    );
+}
+
 #[test]
 fn the_replaced_file_is_the_next_spare_and_is_written_over() {
     let dir = tempfile::tempdir().unwrap();
